@@ -1,0 +1,1 @@
+"""The onlooker agent: sources -> one event queue -> the assembler (single writer) -> store."""

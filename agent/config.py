@@ -1,0 +1,167 @@
+"""Project configuration: `.onlooker/config.toml`, merged over the defaults here."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+STORE_DIR = ".onlooker"
+CONFIG_NAME = "config.toml"
+
+DEFAULTS: dict[str, Any] = {
+    "capture": {
+        # "auto" picks the best tier the agent is allowed; the others force one.
+        "process": "auto",  # auto | netlink | poll
+        "files": "auto",  # auto | fanotify | inotify
+        "poll_hz": 25,
+        "grace_seconds": 0.5,  # events wait this long before attribution is final
+        "quiet_seconds": 0.2,  # a written file must be still this long before hashing
+        "hash_threads": 2,
+    },
+    "store": {
+        "object_max_bytes": 256 * 1024 * 1024,  # datasets/models larger are only hashed
+    },
+    "runs": {
+        # Programs (basename of argv[0] or exe, version suffixes stripped) that start runs.
+        "programs": [
+            "python", "python3", "pypy", "pypy3", "ipython", "Rscript", "R", "julia",
+            "make", "gmake", "dvc", "torchrun", "accelerate", "deepspeed", "mpirun",
+            "mpiexec", "snakemake", "nextflow", "java", "node", "ruby", "perl", "octave",
+            "matlab", "papermill", "jupyter-nbconvert", "lua", "go",
+        ],
+        # Shells start a run only when they run a script file (not -c, not a prompt).
+        "shells": ["bash", "sh", "dash", "zsh", "ksh", "fish"],
+        # Never runs, even inside the project.
+        "ignore": [
+            "git", "git-remote-http", "less", "more", "most", "vi", "vim", "nvim", "nano",
+            "emacs", "code", "code-server", "pyright", "pyright-langserver", "pylsp",
+            "jedi-language-server", "ruff", "ruff-lsp", "mypy", "black", "tmux", "screen",
+            "ssh", "sshd", "onlooker", "sudo", "watch", "top", "htop", "man",
+        ],
+        # Python modules (`python -m X`) that are tools, not experiments.
+        "ignore_modules": [
+            "onlooker", "onlooker.cli", "onlooker.agent", "pip", "pylsp", "jedi_language_server",
+            "mypy", "black", "ruff", "pyright", "venv", "ensurepip", "pytest_not_a_run",
+        ],
+    },
+    "watch": {
+        # Besides .onlooker/, .git/, virtualenvs, node_modules, __pycache__ and
+        # .onlookerignore: folders never watched.
+        "exclude": [".onlooker", ".git", ".hg", ".svn", "node_modules", "__pycache__",
+                    ".venv", "venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
+                    ".ruff_cache", ".ipynb_checkpoints", ".idea", ".vscode"],
+        # Outside the project, reads under these prefixes are the system, not inputs.
+        "outside_ignore": ["/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin",
+                           "/etc", "/proc", "/sys", "/dev", "/run", "/var", "/boot",
+                           "/snap", "/opt/conda/pkgs", "/tmp", "~/.cache/pip",
+                           "~/.local/lib", "~/.pyenv", "~/.conda", "~/.config", "~/.ipython",
+                           "~/.jupyter", "~/.matplotlib", "~/.cache/matplotlib",
+                           "~/.cache/fontconfig", "~/.keras/keras.json", "~/.gitconfig",
+                           "~/.netrc", "~/.bash_history"],
+    },
+    "params": {
+        # Environment variables recorded as params `env:NAME` when a run has them.
+        "env": ["CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED", "TF_CPP_MIN_LOG_LEVEL",
+                "TOKENIZERS_PARALLELISM", "CUBLAS_WORKSPACE_CONFIG", "WORLD_SIZE", "RANK",
+                "LOCAL_RANK", "MASTER_PORT", "SEED", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE",
+                "TRANSFORMERS_OFFLINE", "PYTORCH_CUDA_ALLOC_CONF", "XLA_FLAGS"],
+        "config_max_bytes": 1024 * 1024,  # config files larger are not parsed
+    },
+    "kinds": {
+        # Glob (gitignore syntax, relative to the project) -> kind; checked first.
+        "rules": {},
+    },
+}
+
+
+class ConfigError(Exception):
+    """The project config cannot be used; the message is one sentence for a person."""
+
+
+@dataclass
+class Config:
+    project: Path
+    data: dict[str, Any]
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.data[section]
+
+    @property
+    def store_dir(self) -> Path:
+        return self.project / STORE_DIR
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key not in base:
+            raise ConfigError(f"unknown setting '{where}{key}' in {CONFIG_NAME}")
+        if isinstance(base[key], dict) and key != "rules":
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting '{where}{key}' in {CONFIG_NAME} must be a table")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            expected = type(base[key])
+            if expected is float and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, expected) or isinstance(value, bool) != isinstance(
+                base[key], bool
+            ):
+                raise ConfigError(
+                    f"setting '{where}{key}' in {CONFIG_NAME} must be a {expected.__name__}"
+                )
+            out[key] = value
+    return out
+
+
+_CHOICES = {("capture", "process"): ("auto", "netlink", "poll"),
+            ("capture", "files"): ("auto", "fanotify", "inotify")}
+
+
+def load(project: Path) -> Config:
+    """Read the project's config; raise ConfigError with one clear sentence."""
+    project = Path(project).resolve()
+    path = project / STORE_DIR / CONFIG_NAME
+    over: dict[str, Any] = {}
+    if path.exists():
+        try:
+            over = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from err
+        except OSError as err:
+            raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+    data = _merge(DEFAULTS, over, "")
+    for (section, key), allowed in _CHOICES.items():
+        if data[section][key] not in allowed:
+            raise ConfigError(
+                f"setting '{section}.{key}' in {CONFIG_NAME} must be one of {', '.join(allowed)}"
+            )
+    if not all(isinstance(v, str) for v in data["kinds"]["rules"].values()):
+        raise ConfigError(f"'kinds.rules' in {CONFIG_NAME} maps globs to kind names")
+    return Config(project=project, data=data)
+
+
+TEMPLATE = """\
+# onlooker project settings. Every setting is optional; the defaults are in
+# onlooker/agent/config.py and docs/user-guide.md.
+
+[capture]
+# process = "auto"   # auto | netlink | poll   (force the unprivileged tier with "poll")
+# files = "auto"     # auto | fanotify | inotify
+# poll_hz = 25
+
+[store]
+# object_max_bytes = 268435456   # datasets and models larger than this are hashed, not copied
+
+# [kinds.rules]
+# "data/raw/**" = "dataset"
+"""

@@ -1,0 +1,373 @@
+"""The agent process: choose tiers, start the sources, feed the assembler, stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from onlooker.store.catalog import Catalog
+from onlooker.store.errors import StoreError
+
+from . import clock, environment, gitstate, lifecycle, procfs
+from . import config as config_mod
+from .assembler import Assembler, Probes
+from .events import Overflow, ProcInfo, Stop
+from .hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
+from .ignore import Ignore
+from .scan import walk
+from .sources.fanotify import FanotifySource
+from .sources.fdsample import FdSampler
+from .sources.inotify import InotifySource
+from .sources.netlink import NetlinkProcSource
+from .sources.poll import PollProcSource
+
+log = logging.getLogger(__name__)
+
+_BATCH = 5000  # events per transaction at most
+_STATUS_EVERY = 1.0
+
+
+def choose_tiers(cfg: config_mod.Config) -> dict[str, dict[str, str]]:
+    """The best process and file tier the agent may use, and why (the one place)."""
+    want_p = cfg["capture"]["process"]
+    want_f = cfg["capture"]["files"]
+    out: dict[str, dict[str, str]] = {}
+    if want_p == "poll":
+        out["process"] = {"name": "poll", "why": "forced by capture.process = \"poll\""}
+    else:
+        ok, why = NetlinkProcSource.probe()
+        if ok:
+            out["process"] = {"name": "netlink", "why": why or "netlink proc connector available"}
+        elif want_p == "netlink":
+            raise config_mod.ConfigError(f"capture.process = \"netlink\" but {why}")
+        else:
+            out["process"] = {"name": "poll", "why": f"netlink unavailable: {why}"}
+    if want_f == "inotify":
+        out["files"] = {"name": "inotify", "why": "forced by capture.files = \"inotify\""}
+    else:
+        ok, why = FanotifySource.probe()
+        if ok:
+            out["files"] = {"name": "fanotify", "why": why or "fanotify mount mark available"}
+        elif want_f == "fanotify":
+            raise config_mod.ConfigError(f"capture.files = \"fanotify\" but {why}")
+        else:
+            out["files"] = {"name": "inotify", "why": f"fanotify unavailable: {why}"}
+    return out
+
+
+class Agent:
+    """Everything one agent runs, wired together; `run()` blocks until stopped."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = Path(project).resolve()
+        self.cfg = config_mod.load(self.project)
+        self.store_dir = self.cfg.store_dir
+        if not (self.store_dir / "catalog.db").is_file():
+            raise lifecycle.NotInstrumented(self.project)
+        self.catalog = Catalog(self.store_dir, project=self.project)
+        self.tiers = choose_tiers(self.cfg)
+        self.queue: queue.Queue = queue.Queue()
+        self.stop_event = threading.Event()
+        self.rescan_event = threading.Event()
+        self.started = clock.now()
+        self.started_wall = time.time()
+        self.state = "starting"
+        self.scanning = False
+        w = self.cfg["watch"]
+        self.ignore = Ignore(self.project, exclude=list(w["exclude"]),
+                             outside_ignore=list(w["outside_ignore"]))
+        cap = self.cfg["capture"]
+        self.cache = StatCache()
+        self.cache.load(self.catalog.stat_rows())
+        self.hasher = Hasher(self.queue, self.catalog.objects, self.cache,
+                             threads=int(cap["hash_threads"]), quiet=float(cap["quiet_seconds"]),
+                             copy_max_bytes=int(self.cfg["store"]["object_max_bytes"]))
+        fan = self.tiers["files"]["name"] == "fanotify"
+        self.assembler = Assembler(
+            self.cfg, self.catalog, self.hasher, self.ignore, probes=self._probes(),
+            tier=f"{self.tiers['process']['name']}+{self.tiers['files']['name']}",
+            agent_started=self.started, pids_known=fan,
+            # The shell that ran `onlooker start` (and the CLI) are never runs.
+            never=set(procfs.ancestors(os.getppid())))
+        self.assembler.load_latest(self.catalog.latest_versions())
+        self._watched: frozenset[int] = frozenset()
+        self.sources: list[Any] = []
+        me = os.getpid()
+        if self.tiers["process"]["name"] == "netlink":
+            self.sources.append(NetlinkProcSource(self.queue, ignore_pid=me))
+        else:
+            self.sources.append(PollProcSource(self.queue, hz=float(cap["poll_hz"]),
+                                               ignore_pid=me, watched=self.watched))
+        self.inotify = InotifySource(self.queue, self.project, self.ignore, reads=not fan)
+        if fan:
+            self.sources.append(FanotifySource(self.queue, self.project, self.ignore,
+                                               ignore_pid=me, run_pids=self.watched))
+        else:
+            self.side_door = SideDoor(self.store_dir / "tmp" / "read",
+                                      fallback=self.inotify.expect_own_read)
+            self.hasher.set_side_door(self.side_door)
+            self.sources.append(FdSampler(self.queue, hz=float(cap["poll_hz"]),
+                                          watched=self.watched, keep=self._fd_keep))
+        self.sources.append(self.inotify)
+        self._git_cache: tuple[float, dict | None] = (-1e9, None)
+        if fan:
+            self.side_door = None
+
+    # -- wiring ---------------------------------------------------------------
+
+    def watched(self) -> frozenset[int]:
+        return self._watched
+
+    def _fd_keep(self, path: str) -> bool:
+        if self.ignore.inside(path):
+            return not self.ignore.skip_file(path)
+        return self.ignore.outside_ok(path)
+
+    def _probes(self) -> Probes:
+        objects = self.catalog.objects
+
+        def read_object(h: str) -> bytes | None:
+            try:
+                with objects.open(h) as f:
+                    return f.read()
+            except OSError:
+                return None
+
+        def put_text(text: str) -> str | None:
+            return objects.put_bytes(text.encode("utf-8", "surrogateescape"))
+
+        return Probes(env_capture=_env_of, git_snapshot=self._git,
+                      read_object=read_object, put_text=put_text,
+                      read_info=lambda pid: procfs.read_info(pid),
+                      on_overflow=self._on_overflow)
+
+    def _git(self) -> dict | None:
+        at, snap = self._git_cache
+        now = clock.now()
+        if now - at < 1.0:
+            return snap
+        snap = gitstate.snapshot(self.project, read=self._own_read)
+        self._git_cache = (clock.now(), snap)
+        return snap
+
+    def _own_read(self, path: str) -> bytes:
+        """Read a project file as the agent, unseen by the inotify tier."""
+        if self.side_door is None:
+            with open(path, "rb") as f:
+                return f.read()
+        with self.side_door.path(path) as quiet, open(quiet, "rb") as f:
+            return f.read()
+
+    def _on_overflow(self, source: str) -> None:
+        log.warning("%s lost events: rescanning the project", source)
+        self.rescan_event.set()
+
+    # -- scanning -------------------------------------------------------------
+
+    def _scan_loop(self) -> None:
+        self.rescan_event.set()  # the start-up scan
+        while not self.stop_event.is_set():
+            if not self.rescan_event.wait(0.5):
+                continue
+            self.rescan_event.clear()
+            self.scanning = True
+            t0 = time.monotonic()
+            n = queued = 0
+            latest = self.assembler.latest
+            try:
+                for path, st in walk(self.project, self.ignore):
+                    if self.stop_event.is_set():
+                        break
+                    n += 1
+                    h = self.cache.get(st)
+                    if h is not None and latest.get(self.ignore.rel(path)) == h:
+                        continue
+                    queued += 1
+                    self.hasher.request(path, copy=True, prio=PRIO_SCAN)
+            except Exception:  # a scan must never take the agent down
+                log.exception("scan failed")
+            finally:
+                self.scanning = False
+            log.info("scan: %d files in %.2f s, %d to hash", n, time.monotonic() - t0, queued)
+
+    # -- main loop ------------------------------------------------------------
+
+    def _reattach(self) -> None:
+        for row in self.catalog.open_runs():
+            if procfs.alive(row["pid"], row["pid_start"]):
+                info = procfs.read_info(row["pid"])
+                if info is not None:
+                    kids = [i for i in (procfs.read_info(p) for p in procfs.descendants(row["pid"]))
+                            if i is not None]
+                    self.assembler.reattach(row, info, kids)
+                    log.info("re-attached to run %d (pid %d)", row["id"], row["pid"])
+                    continue
+            self.catalog.update_run(row["id"], status="lost")
+            self.catalog.close_open_steps(row["id"], status="lost")
+            log.info("run %d ended while the agent was down: lost", row["id"])
+
+    def run(self) -> None:
+        with lifecycle.acquire_pidfile(self.store_dir):
+            try:
+                self._run()
+            finally:
+                self.state = "stopped"
+                self._write_status()
+
+    def _run(self) -> None:
+        with self.catalog.transaction():
+            self._reattach()
+        self._watched = frozenset(self.assembler.watched_pids())
+        self.hasher.start()
+        for src in self.sources:
+            src.start()
+        scanner = threading.Thread(target=self._scan_loop, name="onlooker-scan", daemon=True)
+        scanner.start()
+        self.state = "watching"
+        self._write_status()
+        log.info("watching %s (process tier %s, files tier %s)", self.project,
+                 self.tiers["process"]["name"], self.tiers["files"]["name"])
+        last_status = time.monotonic()
+        while not self.stop_event.is_set():
+            self._pump(timeout=0.1)
+            if time.monotonic() - last_status >= _STATUS_EVERY:
+                self._write_status()
+                last_status = time.monotonic()
+        self.state = "stopping"
+        self._write_status()
+        log.info("stopping: committing what was seen")
+        for src in self.sources:
+            src.stop()
+        self.queue.put(Stop(clock.now()))
+        self._pump(timeout=0.0, until_stop=True)
+        with self.catalog.transaction():
+            self.assembler.drain(clock.now())
+        # Hash what runs read and wrote; the scan backlog is dropped (the next start rescans).
+        while True:
+            self._pump(timeout=0.05)
+            if not self.assembler.busy() and self.queue.empty():
+                break
+            if time.monotonic() - last_status >= _STATUS_EVERY:
+                self._write_status()
+                last_status = time.monotonic()
+        self.hasher.stop()
+        self._pump(timeout=0.0, until_stop=False)
+        with self.catalog.transaction():
+            self.assembler.drain(clock.now())
+        log.info("stopped")
+
+    def _pump(self, *, timeout: float, until_stop: bool = False) -> None:
+        batch: list[Any] = []
+        try:
+            batch.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        while len(batch) < _BATCH:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                if until_stop and not any(isinstance(e, Stop) for e in batch):
+                    try:
+                        batch.append(self.queue.get(timeout=1.0))
+                        continue
+                    except queue.Empty:
+                        pass
+                break
+        with self.catalog.transaction():
+            for ev in batch:
+                if isinstance(ev, Stop):
+                    continue
+                if isinstance(ev, Overflow) and ev.source == "inotify-watch-limit":
+                    log.error("%s", ev)
+                self.assembler.handle(ev)
+            self.assembler.tick(clock.now())
+        self._watched = frozenset(self.assembler.watched_pids())
+
+    def _write_status(self) -> None:
+        a = self.assembler
+        data = {
+            "pid": os.getpid(),
+            "state": self.state,
+            "project": str(self.project),
+            "started_at": self.started_wall,
+            "updated_at": time.time(),
+            "tiers": self.tiers,
+            "counts": {
+                "runs_open": len(a.open_runs()),
+                "runs_started": a.stats.runs_started,
+                "runs_finished": a.stats.runs_finished,
+                "events": a.stats.events,
+                "versions": a.stats.versions,
+                "files_hashed": self.hasher.files_hashed,
+                "bytes_hashed": self.hasher.bytes_hashed,
+                "overflows": a.stats.overflows,
+                "unattributed": a.stats.unattributed,
+                "hash_errors": a.stats.hash_errors,
+                "watches": getattr(self.inotify, "watch_count", 0),
+            },
+            "backlog": {
+                "queue": self.queue.qsize(),
+                "hashing": self.hasher.pending(),
+                "pending_events": len(a.pending),
+                "scanning": self.scanning,
+            },
+        }
+        path = self.store_dir / "agent.json"
+        tmp = path.with_suffix(".json.tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, path)
+        except OSError as err:
+            log.warning("cannot write %s: %s", path, err)
+
+
+def _env_of(info: ProcInfo) -> dict:
+    """The run's environment, from the interpreter as the run named it (a venv's link)."""
+    exe = environment.interpreter_path(info.argv[0] if info.argv else "", info.cwd,
+                                       dict(info.environ), info.exe)
+    return environment.capture(exe, uid=info.uid)
+
+
+def run(project: Path, *, stop: threading.Event | None = None) -> None:
+    """Run the agent in this process until `stop` is set or SIGTERM/SIGINT arrives."""
+    agent = Agent(project)
+    if stop is not None:
+        agent.stop_event = stop
+    if threading.current_thread() is threading.main_thread():
+        def _signal(signum: int, frame: object) -> None:  # only records; the loop acts
+            agent.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+    agent.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m onlooker.agent.daemon PROJECT", file=sys.stderr)
+        return 2
+    level = os.environ.get("ONLOOKER_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(Path(args[0]))
+    except config_mod.ConfigError as err:
+        log.error("%s", err)
+        return 1
+    except (lifecycle.LifecycleError, StoreError) as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The hasher pool: BLAKE3 off the event thread, once a file is quiet, never a torn hash."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from onlooker.store.errors import ChangedWhileHashing, FileVanished, NotAFile, StoreError
+from onlooker.store.objects import ObjectStore, hash_file
+
+from . import clock
+from .events import HashDone
+
+log = logging.getLogger(__name__)
+
+# Lower runs first: run inputs/outputs before the background scan.
+PRIO_RUN = 0
+PRIO_SCAN = 1
+
+_RETRY_LIMIT = 50  # a file still changing after this many tries is given up on (logged)
+
+
+@dataclass
+class _Job:
+    path: str
+    copy: bool
+    prio: int
+    tries: int = 0
+
+
+class StatCache:
+    """(dev, ino) -> (size, mtime_ns, hash): an unchanged file is never read twice."""
+
+    def __init__(self) -> None:
+        self._map: dict[tuple[int, int], tuple[int, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, rows) -> None:
+        with self._lock:
+            for dev, ino, size, mtime_ns, h in rows:
+                self._map[(dev, ino)] = (size, mtime_ns, h)
+
+    def get(self, st: os.stat_result) -> str | None:
+        with self._lock:
+            hit = self._map.get((st.st_dev, st.st_ino))
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        return None
+
+    def put(self, dev: int, ino: int, size: int, mtime_ns: int, h: str) -> None:
+        with self._lock:
+            self._map[(dev, ino)] = (size, mtime_ns, h)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
+class SideDoor:
+    """Reads a project file through a hard link in an unwatched folder.
+
+    inotify reports an open to the watch on the folder the path went through, so
+    an open through a link under `.onlooker/` raises no event in the project,
+    and the agent's own reads can never be mistaken for a run's. Where a link
+    cannot be made (another filesystem, a protected file), the caller falls back
+    to announcing the read (`fallback`), which the inotify source then drops.
+    """
+
+    def __init__(self, folder: Path, fallback: Callable[[str], None] | None = None) -> None:
+        self.folder = folder
+        self.fallback = fallback
+        self._seq = itertools.count()
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():  # left by an agent that died
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+    @contextmanager
+    def path(self, path: str) -> Iterator[str]:
+        link = str(self.folder / f"{threading.get_ident()}-{next(self._seq)}")
+        try:
+            os.link(path, link, follow_symlinks=False)
+        except OSError:
+            if self.fallback is not None:
+                self.fallback(path)
+            yield path
+            return
+        try:
+            yield link
+        finally:
+            try:
+                os.unlink(link)
+            except OSError:
+                pass
+
+
+class Hasher:
+    """Worker threads that hash (and store) files and report HashDone on `out`.
+
+    A request is deduplicated per path while queued. A file modified less than
+    `quiet` seconds ago waits; a file that changes while hashed is retried.
+    """
+
+    def __init__(
+        self,
+        out: queue.Queue,
+        objects: ObjectStore,
+        cache: StatCache,
+        *,
+        threads: int = 2,
+        quiet: float = 0.2,
+        copy_max_bytes: int = 256 * 1024 * 1024,
+        side_door: SideDoor | None = None,
+    ) -> None:
+        self._out = out
+        self._objects = objects
+        self._cache = cache
+        self._quiet = quiet
+        self._copy_max = copy_max_bytes
+        self._side_door = side_door
+        self._heap: list[tuple[int, float, int, str]] = []
+        self._jobs: dict[str, _Job] = {}
+        self._busy: set[str] = set()
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._stop = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"onlooker-hasher-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        self.bytes_hashed = 0
+        self.files_hashed = 0
+
+    def start(self) -> None:
+        for th in self._threads:
+            th.start()
+
+    def set_side_door(self, door: SideDoor | None) -> None:
+        self._side_door = door
+
+    def request(self, path: str, *, copy: bool, prio: int = PRIO_RUN, delay: float = 0.0) -> None:
+        with self._cond:
+            job = self._jobs.get(path)
+            if job is not None:
+                job.copy = job.copy or copy
+                if prio < job.prio:
+                    job.prio = prio
+                    heapq.heappush(self._heap, (prio, time.monotonic() + delay,
+                                                next(self._seq), path))
+                return
+            self._jobs[path] = _Job(path, copy, prio)
+            heapq.heappush(self._heap, (prio, time.monotonic() + delay, next(self._seq), path))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._jobs) + len(self._busy)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._jobs or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+        return True
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        for th in self._threads:
+            if th.is_alive():
+                th.join(timeout=5)
+
+    # -- worker side ---------------------------------------------------------
+
+    def _next(self) -> _Job | None:
+        with self._cond:
+            while not self._stop:
+                now = time.monotonic()
+                while self._heap:
+                    prio, due, _, path = self._heap[0]
+                    job = self._jobs.get(path)
+                    if job is None or path in self._busy or prio != job.prio:
+                        heapq.heappop(self._heap)  # stale entry
+                        if job is not None and path in self._busy:
+                            # Re-queued while being hashed: look again once it is done.
+                            heapq.heappush(self._heap, (job.prio, now + 0.05,
+                                                        next(self._seq), path))
+                            break
+                        continue
+                    if due > now:
+                        break
+                    heapq.heappop(self._heap)
+                    del self._jobs[path]
+                    self._busy.add(path)
+                    return job
+                wait = 0.5
+                if self._heap:
+                    wait = max(0.001, min(wait, self._heap[0][1] - now))
+                self._cond.wait(wait)
+            return None
+
+    def _requeue(self, job: _Job, delay: float) -> None:
+        with self._cond:
+            self._busy.discard(job.path)
+            if job.path in self._jobs:  # a newer request supersedes
+                self._cond.notify_all()
+                return
+            job.tries += 1
+            self._jobs[job.path] = job
+            heapq.heappush(self._heap, (job.prio, time.monotonic() + delay,
+                                        next(self._seq), job.path))
+            self._cond.notify_all()
+
+    def _done(self, path: str, ev: HashDone) -> None:
+        self._out.put(ev)
+        with self._cond:
+            self._busy.discard(path)
+            self._cond.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            try:
+                self._hash(job)
+            except Exception:  # never let one file kill a hasher thread
+                log.exception("hashing %s failed", job.path)
+                self._done(job.path, HashDone(clock.now(), job.path, None, error="internal error"))
+
+    def _hash(self, job: _Job) -> None:
+        path = job.path
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self._done(path, HashDone(clock.now(), path, None, error="vanished"))
+            return
+        except OSError as err:
+            self._done(path, HashDone(clock.now(), path, None, error=err.strerror or str(err)))
+            return
+        age = time.time() - st.st_mtime_ns / 1e9
+        if age < self._quiet and job.tries < _RETRY_LIMIT:
+            self._requeue(job, self._quiet - max(age, 0.0) + 0.01)
+            return
+        cached = self._cache.get(st)
+        copy = job.copy and (st.st_size <= self._copy_max)
+        if cached is not None and (not copy or self._objects.has(cached)):
+            self._done(path, HashDone(clock.now(), path, cached, size=st.st_size,
+                                      mtime_ns=st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino,
+                                      stored=copy))
+            return
+        try:
+            if self._side_door is None:
+                res = hash_file(path, store=self._objects if copy else None, copy=copy,
+                                copy_max_bytes=self._copy_max)
+            else:
+                with self._side_door.path(path) as quiet_path:
+                    res = hash_file(quiet_path, store=self._objects if copy else None,
+                                    copy=copy, copy_max_bytes=self._copy_max)
+        except ChangedWhileHashing:
+            if job.tries >= _RETRY_LIMIT:
+                log.warning("giving up on %s: it keeps changing", path)
+                self._done(path, HashDone(clock.now(), path, None, error="keeps changing"))
+            else:
+                self._requeue(job, min(5.0, self._quiet * (1 + job.tries)))
+            return
+        except FileVanished:
+            self._done(path, HashDone(clock.now(), path, None, error="vanished"))
+            return
+        except NotAFile:
+            self._done(path, HashDone(clock.now(), path, None, error="not a regular file"))
+            return
+        except (StoreError, OSError) as err:
+            log.warning("cannot hash %s: %s", path, err)
+            self._done(path, HashDone(clock.now(), path, None, error=str(err)))
+            return
+        self._cache.put(res.dev, res.ino, res.size, res.mtime_ns, res.hash)
+        self.files_hashed += 1
+        self.bytes_hashed += res.size
+        self._done(path, HashDone(clock.now(), path, res.hash, size=res.size,
+                                  mtime_ns=res.mtime_ns, dev=res.dev, ino=res.ino,
+                                  stored=res.stored, head=res.head))

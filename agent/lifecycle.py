@@ -1,0 +1,347 @@
+"""The agent's lifecycle from outside: its pidfile, starting, stopping and its status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from onlooker.agent import config
+
+log = logging.getLogger(__name__)
+
+PID_NAME = "agent.pid"
+STATE_NAME = "agent.json"
+LOG_NAME = "agent.log"
+
+START_TIMEOUT = 60.0
+_START_POLL = 0.05
+_STOP_POLL = 0.05
+_PROGRESS_EVERY = 0.5
+# agent.json is rewritten about once a second; older than this means the agent is stuck.
+_STALE_AFTER = 10.0
+_LOG_TAIL_LINES = 15
+
+# Store dirs whose pidfile this process holds: a pidfile naming our own pid is live
+# only if we really took it (and not left by a dead process whose pid we reused).
+_held: set[str] = set()
+
+
+class LifecycleError(Exception):
+    """The agent cannot be started, stopped or inspected; the message is one sentence."""
+
+
+class NotInstrumented(LifecycleError):
+    def __init__(self, project: Path) -> None:
+        super().__init__(f"{project} is not instrumented: run 'onlooker init' there first")
+        self.project = project
+
+
+class AlreadyRunning(LifecycleError):
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"the agent is already running (pid {pid})")
+        self.pid = pid
+
+
+class AgentFailed(LifecycleError):
+    """The agent exited (or never got to watching) while being started."""
+
+
+class StopTimeout(LifecycleError):
+    """The agent did not exit within the time `stop` was given."""
+
+
+def store_dir_of(project: Path) -> Path:
+    return Path(project) / config.STORE_DIR
+
+
+# -- pidfile ---------------------------------------------------------------------------------
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    try:
+        pid = int(text.split()[0]) if text else 0
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a zombie child of ours is reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    # The state letter follows the last ')' (the comm may itself hold parentheses).
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    if state in (b"Z", b"X"):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return True
+
+
+def _is_agent(pid: int, store_dir: Path) -> bool:
+    """Is `pid` alive and an onlooker agent (not a stranger that reused the pid)?"""
+    if pid == os.getpid():
+        return str(store_dir.resolve()) in _held
+    if not _alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if any(b"onlooker.agent" in arg for arg in argv):
+        return True
+    # `onlooker watch` (or `python -m onlooker.cli.main watch`) runs the agent in the CLI.
+    names = [os.path.basename(arg) for arg in argv]
+    return b"watch" in argv and any(
+        name == b"onlooker" or name.startswith(b"onlooker.cli") for name in names
+    )
+
+
+@contextmanager
+def acquire_pidfile(store_dir: Path) -> Iterator[int]:
+    """Hold `<store_dir>/agent.pid` for the life of the block; yields our pid.
+
+    Raises AlreadyRunning when a live agent holds it; a stale one is replaced.
+    """
+    store_dir = Path(store_dir)
+    path = store_dir / PID_NAME
+    pid = os.getpid()
+    # Write the pid to a private file first, then link it into place: link() fails if
+    # the name exists, like O_EXCL, and no one ever sees an empty pidfile.
+    tmp = store_dir / f".{PID_NAME}.{pid}.{threading.get_ident()}"
+    tmp.unlink(missing_ok=True)  # left by a dead process that had our pid
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, f"{pid}\n".encode())
+    finally:
+        os.close(fd)
+    try:
+        for _ in range(5):
+            try:
+                os.link(tmp, path)
+                break
+            except FileExistsError:
+                other = _read_pid(path)
+                if other is not None and _is_agent(other, store_dir):
+                    raise AlreadyRunning(other) from None
+                log.warning("replacing stale pidfile %s (pid %s is not a live agent)", path, other)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+        else:
+            raise LifecycleError(f"cannot take the pidfile {path}: it keeps being recreated")
+    finally:
+        tmp.unlink(missing_ok=True)
+    key = str(store_dir.resolve())
+    _held.add(key)
+    try:
+        yield pid
+    finally:
+        _held.discard(key)
+        # Remove it only if it is still ours (never another agent's).
+        if _read_pid(path) == pid:
+            try:
+                path.unlink()
+            except OSError as err:
+                log.warning("cannot remove pidfile %s: %s", path, err)
+
+
+def running_pid(store_dir: Path) -> int | None:
+    """The pid of the live agent holding the pidfile in `store_dir`, or None."""
+    store_dir = Path(store_dir)
+    pid = _read_pid(store_dir / PID_NAME)
+    if pid is not None and _is_agent(pid, store_dir):
+        return pid
+    return None
+
+
+def read_state(store_dir: Path) -> dict[str, Any]:
+    """agent.json as last written, or {} when missing or unreadable."""
+    try:
+        data = json.loads((Path(store_dir) / STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _live_pid(store_dir: Path) -> int | None:
+    """The live agent's pid, also while it starts (agent.json written, no pidfile yet)."""
+    pid = running_pid(store_dir)
+    if pid is not None:
+        return pid
+    state_pid = read_state(store_dir).get("pid")
+    if isinstance(state_pid, int) and state_pid > 0 and _is_agent(state_pid, store_dir):
+        return state_pid
+    return None
+
+
+# -- start / stop ----------------------------------------------------------------------------
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
+    """Start the agent for `project` in the background; return its pid once it watches."""
+    project = Path(project).resolve()
+    store_dir = store_dir_of(project)
+    if not store_dir.is_dir():
+        raise NotInstrumented(project)
+    config.load(project)  # a bad config fails here, in one sentence, not in agent.log
+    pid = _live_pid(store_dir)
+    if pid is not None:
+        raise AlreadyRunning(pid)
+    log_path = store_dir / LOG_NAME
+    with log_path.open("ab") as log_file:
+        log_file.write(f"--- onlooker agent starting {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                       .encode())
+        log_file.flush()
+        log_start = log_file.tell()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "onlooker.agent.daemon", str(project)],
+            cwd=project, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            close_fds=True, start_new_session=True,
+        )
+    log.info("agent spawned (pid %d) for %s", child.pid, project)
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(store_dir)
+        if state.get("pid") == child.pid and state.get("state") == "watching":
+            return child.pid
+        code = child.poll()
+        if code is not None:
+            other = _live_pid(store_dir)
+            if other is not None and other != child.pid:
+                raise AlreadyRunning(other)
+            tail = _agent_output(log_path, log_start)
+            raise AgentFailed(f"the agent exited with status {code} before it was watching"
+                              + (f"; its last words:\n{tail}" if tail else f"; see {log_path}"))
+        if time.monotonic() > deadline:
+            raise AgentFailed(
+                f"the agent (pid {child.pid}) is not watching after {timeout:.0f} s; it is still "
+                f"running: see 'onlooker status' and {log_path}"
+            )
+        time.sleep(_START_POLL)
+
+
+def _agent_output(log_path: Path, since: int) -> str:
+    """The last lines this start's agent wrote to agent.log."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(since)
+            text = f.read()[-16384:].decode("utf-8", errors="replace")
+    except OSError:
+        return _log_tail(log_path)
+    return "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+
+
+def stop(
+    project: Path,
+    *,
+    timeout: float = 600.0,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> bool:
+    """SIGTERM the agent and wait until it exits (after committing what it saw).
+
+    Returns False when no agent was running. `progress(agent_json)` is called about
+    every half second while waiting. Raises StopTimeout after `timeout` seconds.
+    """
+    project = Path(project).resolve()
+    store_dir = store_dir_of(project)
+    if not store_dir.is_dir():
+        raise NotInstrumented(project)
+    pid = _live_pid(store_dir)
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        raise LifecycleError("the agent runs in this very process; stop it with its stop event")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    except PermissionError as err:
+        raise LifecycleError(
+            f"not allowed to stop the agent (pid {pid}): it belongs to another user"
+        ) from err
+    log.info("sent SIGTERM to agent pid %d", pid)
+    deadline = time.monotonic() + timeout
+    next_progress = time.monotonic() + _PROGRESS_EVERY
+    while _alive(pid):
+        now = time.monotonic()
+        if now > deadline:
+            raise StopTimeout(
+                f"the agent (pid {pid}) is still committing after {timeout:.0f} s; run "
+                f"'onlooker stop' again to keep waiting"
+            )
+        if progress is not None and now >= next_progress:
+            next_progress = now + _PROGRESS_EVERY
+            progress(read_state(store_dir))
+        time.sleep(_STOP_POLL)
+    return True
+
+
+def status(project: Path) -> dict[str, Any]:
+    """What agent.json says, corrected by whether the agent is really alive."""
+    project = Path(project).resolve()
+    store_dir = store_dir_of(project)
+    if not store_dir.is_dir():
+        raise NotInstrumented(project)
+    state = read_state(store_dir)
+    pid = _live_pid(store_dir)
+    now = time.time()
+    updated = state.get("updated_at")
+    started = state.get("started_at")
+    same_agent = pid is not None and state.get("pid") == pid
+    out: dict[str, Any] = {
+        "project": str(project),
+        "running": pid is not None,
+        "pid": pid,
+        "state": state.get("state", "unknown") if same_agent else (
+            "starting" if pid is not None else "not running"),
+        "started_at": started if same_agent else None,
+        "uptime": round(now - started, 1) if same_agent and _num(started) else None,
+        "updated_at": updated if _num(updated) else None,
+        # Seconds since the agent last wrote agent.json: a live agent writes each second.
+        "last_seen": round(now - updated, 1) if _num(updated) else None,
+        "responsive": None,
+        # When not running: the last state it wrote ("stopped" after a clean stop).
+        "last_state": None if same_agent else state.get("state"),
+        "tiers": state.get("tiers", {}) if same_agent else {},
+        "counts": state.get("counts", {}) if same_agent else {},
+        "backlog": state.get("backlog", {}) if same_agent else {},
+        "log": str(store_dir / LOG_NAME),
+    }
+    if same_agent and out["last_seen"] is not None:
+        out["responsive"] = out["last_seen"] < _STALE_AFTER
+    return out
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,97 @@
+"""The assembler's in-memory view of live runs, their steps, processes and file uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .events import ProcInfo
+
+
+@dataclass(eq=False)
+class Step:
+    """One program a run executed (the root's, or a descendant's exec)."""
+
+    db_id: int
+    pid: int
+    parent: Step | None
+    started: float
+    ended: bool = False
+
+
+@dataclass(eq=False)
+class Use:
+    """How one run used one path."""
+
+    read: bool = False
+    written: bool = False
+    deleted: bool = False
+    step: Step | None = None
+    # version ids this run linked for the path, by role, so a later role can replace them
+    links: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Run:
+    """A run being watched: the root process and all its descendants."""
+
+    db_id: int
+    root_pid: int
+    root_start: int
+    info: ProcInfo
+    started: float
+    root_step: Step | None = None
+    members: set[int] = field(default_factory=set)  # pids alive
+    pids: set[int] = field(default_factory=set)  # every pid that ever belonged
+    ended_at: float | None = None  # when the last member was seen to end
+    ended_after: float | None = None  # polling: it was still alive then (ended in between)
+    root_exit: tuple[int | None, int | None] | None = None
+    root_exit_t: float | None = None
+    files: dict[str, Use] = field(default_factory=dict)
+    argv_paths: set[str] = field(default_factory=set)
+    params: dict[str, tuple[object, str]] = field(default_factory=dict)
+    waiting: int = 0  # hash results still owed to this run
+    reattached: bool = False
+    # The script the run's program opens first (inside the project), and whether its
+    # open has gone by in the file event stream: events before it are not this run's.
+    script: str | None = None
+    script_seen: bool = True
+    marker: int = 0  # where in the file event stream the run showed itself (script open)
+    has_python_env: bool = False
+
+    def use(self, path: str) -> Use:
+        u = self.files.get(path)
+        if u is None:
+            u = self.files[path] = Use()
+        return u
+
+    def alive_at(self, t: float, slack: float) -> bool:
+        # /proc start times are truncated to 10 ms ticks: never later than the truth.
+        if t < self.started - 0.011:
+            return False
+        return self.ended_at is None or t <= self.ended_at + slack
+
+    def last_alive(self) -> float:
+        """The last time the run is known to have been alive."""
+        if self.ended_at is None:
+            return float("inf")
+        return self.ended_after if self.ended_after is not None else self.ended_at
+
+    def surely_alive_at(self, t: float) -> bool:
+        if t < self.started - 0.011:
+            return False
+        if self.ended_at is None:
+            return True
+        return t <= (self.ended_after if self.ended_after is not None else self.ended_at)
+
+
+@dataclass(eq=False)
+class Proc:
+    """A process the assembler knows: which run and step it belongs to, if any."""
+
+    pid: int
+    start_ticks: int
+    argv: tuple[str, ...]
+    exe: str | None
+    run: Run | None = None
+    step: Step | None = None  # the step this process runs (its own exec, or its parent's)
+    exited: float | None = None

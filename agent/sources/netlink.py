@@ -1,0 +1,262 @@
+"""Process exec/fork/exit events from the netlink proc connector (the precise process tier).
+
+Timestamps: the kernel stamps each event with CLOCK_MONOTONIC nanoseconds, while
+the agent clock is CLOCK_BOOTTIME. They differ only by time spent suspended, but
+rather than track that offset we stamp each event with `clock.now()` when it is
+received; the delay is microseconds unless the agent falls behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import random
+import socket
+import struct
+import threading
+import time
+
+from .. import clock, procfs
+from ..events import Overflow, ProcExec, ProcExit, ProcFork, ProcInfo
+
+log = logging.getLogger(__name__)
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+NLMSG_DONE = 3
+PROC_CN_MCAST_LISTEN = 1
+PROC_CN_MCAST_IGNORE = 2
+PROC_EVENT_NONE = 0
+PROC_EVENT_FORK = 0x1
+PROC_EVENT_EXEC = 0x2
+PROC_EVENT_EXIT = 0x80000000
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+RCVBUF_BYTES = 8 * 1024 * 1024
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
+_EV_HEAD = struct.Struct("=IIQ")  # what, cpu, timestamp_ns
+_HDR = _NLMSGHDR.size + _CN_MSG.size  # where the proc_event starts in a message
+_U32X4 = struct.Struct("=IIII")
+_U32X2 = struct.Struct("=II")
+_ACK_ERR = struct.Struct("=I")
+_RECV_TIMEOUT = 0.25  # bounds how long stop() waits for the thread
+_PARENTS_MAX = 100_000  # fork bookkeeping is dropped past this (lost exit events)
+
+
+class NetlinkUnavailable(Exception):
+    """The netlink proc connector cannot be used here."""
+
+
+def _subscribe_msg(op: int, ack: int) -> bytes:
+    payload = struct.pack("=I", op)
+    # The kernel overwrites seq in its reply but answers with our ack + 1.
+    cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, ack, len(payload), 0)
+    total = _NLMSGHDR.size + len(cn) + len(payload)
+    return _NLMSGHDR.pack(total, NLMSG_DONE, 0, 0, 0) + cn + payload
+
+
+def _describe(err: OSError) -> str:
+    if err.errno in (errno.EPERM, errno.EACCES):
+        return "permission denied (needs CAP_NET_ADMIN on this kernel)"
+    return os.strerror(err.errno) if err.errno else str(err)
+
+
+def _open_socket(ack: int) -> socket.socket:
+    """Open, bind and subscribe; raises NetlinkUnavailable with the reason."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    except OSError as err:
+        raise NetlinkUnavailable(f"netlink proc connector: {_describe(err)}") from err
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
+        except OSError:
+            # Unprivileged: the kernel caps this at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        sock.bind((0, CN_IDX_PROC))
+        sock.send(_subscribe_msg(PROC_CN_MCAST_LISTEN, ack))
+    except OSError as err:
+        sock.close()
+        raise NetlinkUnavailable(f"netlink proc connector: {_describe(err)}") from err
+    return sock
+
+
+def _wait_ack(sock: socket.socket, ack: int, timeout: float) -> int | None:
+    """The error number the kernel acknowledged our subscription with, None if none came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, BlockingIOError):
+            return None
+        except OSError as err:
+            if err.errno == errno.ENOBUFS:
+                continue
+            raise
+        if len(data) < _HDR + _EV_HEAD.size + 4:
+            continue
+        cn_ack = _CN_MSG.unpack_from(data, _NLMSGHDR.size)[3]
+        what = _EV_HEAD.unpack_from(data, _HDR)[0]
+        if what == PROC_EVENT_NONE and cn_ack == ack + 1:
+            return _ACK_ERR.unpack_from(data, _HDR + _EV_HEAD.size)[0]
+
+
+class NetlinkProcSource:
+    """Emits ProcExec, ProcFork (processes only, not threads) and ProcExit onto `out`."""
+
+    def __init__(self, out: queue.Queue, *, ignore_pid: int) -> None:
+        self._out = out
+        self._ignore = ignore_pid
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        # child tgid -> (parent tgid, fork time): what an exec of a process that
+        # vanished before /proc could be read still lets us say.
+        self._parents: dict[int, tuple[int, float]] = {}
+
+    @staticmethod
+    def probe(timeout: float = 1.0) -> tuple[bool, str]:
+        """Try to open, bind and subscribe; (True, "ok") or (False, why not)."""
+        ack = random.randrange(1, 2**31)
+        try:
+            sock = _open_socket(ack)
+        except NetlinkUnavailable as err:
+            return False, str(err)
+        try:
+            err = _wait_ack(sock, ack, timeout)
+            try:
+                sock.send(_subscribe_msg(PROC_CN_MCAST_IGNORE, 0))
+            except OSError:
+                pass
+        except OSError as exc:
+            return False, f"netlink proc connector: {_describe(exc)}"
+        finally:
+            sock.close()
+        if err is None:
+            return False, ("netlink proc connector: no acknowledgement from the kernel "
+                           "(not in the initial user, PID or network namespace?)")
+        if err:
+            return False, f"netlink proc connector: {_describe(OSError(err, os.strerror(err)))}"
+        return True, "ok"
+
+    def start(self) -> None:
+        """Subscribe and start the reader thread; raises NetlinkUnavailable."""
+        if self._thread is not None:
+            return
+        self._sock = _open_socket(random.randrange(1, 2**31))
+        self._sock.settimeout(_RECV_TIMEOUT)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="onlooker-netlink", daemon=True)
+        self._thread.start()
+        log.info("netlink proc source started")
+
+    def stop(self) -> None:
+        """Stop the thread (returns within about 0.3 s) and unsubscribe."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=2.0)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                # The kernel counts listeners; without this it keeps producing events.
+                sock.send(_subscribe_msg(PROC_CN_MCAST_IGNORE, 0))
+            except OSError:
+                pass
+            sock.close()
+        log.info("netlink proc source stopped")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the reader thread has used so far (0.0 when not running)."""
+        thread = self._thread
+        if thread is None or thread.ident is None:
+            return 0.0
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except OSError:
+            return 0.0
+
+    def _run(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        recv = sock.recv_into
+        buf = bytearray(65536)
+        view = memoryview(buf)
+        stopping = self._stop.is_set
+        while not stopping():
+            try:
+                n = recv(buf)
+            except TimeoutError:
+                continue
+            except OSError as err:
+                if err.errno == errno.ENOBUFS:
+                    log.warning("netlink proc source: receive buffer overflowed, events lost")
+                    self._parents.clear()
+                    self._out.put(Overflow(clock.now(), "netlink"))
+                    continue
+                if stopping():
+                    break
+                log.error("netlink proc source: receive failed: %s", err)
+                break
+            try:
+                self._handle(view[:n])
+            except Exception:  # one malformed message must not end the source
+                log.exception("netlink proc source: cannot parse a message")
+
+    def _handle(self, data: memoryview) -> None:
+        offset = 0
+        size = len(data)
+        while offset + _HDR + _EV_HEAD.size <= size:
+            msg_len = _NLMSGHDR.unpack_from(data, offset)[0]
+            if msg_len < _HDR:
+                return
+            self._event(data, offset + _HDR)
+            offset += (msg_len + 3) & ~3
+
+    def _event(self, data: memoryview, at: int) -> None:
+        what = _EV_HEAD.unpack_from(data, at)[0]
+        body = at + _EV_HEAD.size
+        if what == PROC_EVENT_FORK:
+            _ppid, ptgid, cpid, ctgid = _U32X4.unpack_from(data, body)
+            if cpid != ctgid or ptgid == self._ignore:
+                return  # a new thread, or the agent's own child
+            now = clock.now()
+            if len(self._parents) > _PARENTS_MAX:
+                self._parents.clear()
+            self._parents[ctgid] = (ptgid, now)
+            self._out.put(ProcFork(now, ptgid, ctgid))
+        elif what == PROC_EVENT_EXEC:
+            tgid = _U32X2.unpack_from(data, body)[1]
+            if tgid == self._ignore:
+                return
+            now = clock.now()
+            info = procfs.read_info(tgid)
+            if info is None:
+                info = self._vanished_info(tgid, now)
+            self._out.put(ProcExec(now, info))
+        elif what == PROC_EVENT_EXIT:
+            pid, tgid, status, _sig = _U32X4.unpack_from(data, body)
+            if pid != tgid or tgid == self._ignore:
+                return  # a thread ended, not the process
+            self._parents.pop(tgid, None)
+            code, sig = procfs.decode_wait_status(status)
+            self._out.put(ProcExit(clock.now(), tgid, code, sig))
+        elif what == PROC_EVENT_NONE:
+            err = _ACK_ERR.unpack_from(data, body)[0]
+            if err:
+                log.warning("netlink proc source: subscription refused: %s", os.strerror(err))
+
+    def _vanished_info(self, pid: int, now: float) -> ProcInfo:
+        """What we know of a process that exec'd and exited before /proc could be read."""
+        ppid, forked = self._parents.get(pid, (0, now))
+        return ProcInfo(pid=pid, ppid=ppid, argv=(), cwd=None, exe=None, uid=None,
+                        start_ticks=0, started=forked, ancestors=(ppid,) if ppid else ())

@@ -1,0 +1,173 @@
+"""`onlooker show RUN`: everything the catalog knows about one run."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import click
+
+from onlooker.cli.commands import AppState, pass_state
+from onlooker.cli.commands.runs import command_text, status_text
+from onlooker.cli.output import (
+    CliError,
+    emit,
+    emit_json,
+    human_duration,
+    human_size,
+    json_option,
+    local_time,
+    section,
+    short_hash,
+    table,
+)
+
+_NTH_NEWEST = re.compile(r"-([1-9][0-9]*)")
+
+
+def resolve(catalog: Any, ref: str) -> dict[str, Any]:
+    """RUN as an id, or `last` / `-1` for the newest, `-2` for the one before, ..."""
+    match = _NTH_NEWEST.fullmatch(ref)
+    if ref == "last" or match:
+        nth = int(match.group(1)) if match else 1
+        newest = catalog.runs(limit=nth)
+        if len(newest) < nth:
+            raise CliError("the catalog has no runs yet" if not newest
+                           else f"the catalog has only {len(newest)} runs")
+        return catalog.run(newest[nth - 1]["id"])
+    if ref.startswith("-"):
+        raise CliError(f"'{ref}' is not a run: give an id, 'last' or -N for the Nth newest",
+                       exit_code=2)
+    return catalog.run(int(ref) if ref.isdigit() else ref)
+
+
+def _files(entries: Any) -> str:
+    rows = [
+        (e.get("path"), e.get("kind") or "-", human_size(e.get("size")), short_hash(e.get("hash")))
+        for e in entries or ()
+        if isinstance(e, dict)
+    ]
+    return table(None, rows) if rows else "(none)"
+
+
+def _mapping(values: Any) -> str:
+    if not values:
+        return "(none)"
+    return table(None, [(k, _scalar(v)) for k, v in dict(values).items()])
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
+def _git(git: Any) -> str:
+    if not git:
+        return "(not a git repository)"
+    rows = [("commit", git.get("commit") or "-"), ("branch", git.get("branch") or "-"),
+            ("dirty", "yes" if git.get("dirty") else "no")]
+    diff = git.get("diff")
+    if diff:
+        rows.append(("diff", f"{len(str(diff).splitlines())} lines (see --json)"))
+    return table(None, rows)
+
+
+def _env(env: Any) -> str:
+    if not env:
+        return "(not recorded)"
+    py = env.get("python") or {}
+    gpus = env.get("gpus") or []
+    gpu_text = ", ".join(
+        str(g.get("name", g)) if isinstance(g, dict) else str(g) for g in gpus
+    ) or "none"
+    rows = [
+        ("python", f"{py.get('version') or '-'} ({py.get('executable') or '-'})"),
+        ("packages", str(len(env.get("packages") or {}))),
+        ("os", _scalar(env.get("os"))),
+        ("cpu", _scalar(env.get("cpu"))),
+        ("memory", human_size(env.get("memory_bytes"))),
+        ("gpus", gpu_text),
+        ("host", f"{env.get('user') or '-'}@{env.get('hostname') or '-'}"),
+    ]
+    return table(None, rows)
+
+
+def _seconds(step: dict[str, Any]) -> float | None:
+    try:
+        start = datetime.fromisoformat(str(step["started_at"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(step["ended_at"]).replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def _steps(steps: Any) -> str:
+    if not steps:
+        return "(none)"
+    by_id = {s.get("id"): s for s in steps}
+    children: dict[Any, list[dict[str, Any]]] = {}
+    roots = []
+    for step in steps:
+        parent = step.get("parent")
+        if parent is not None and parent in by_id and parent != step.get("id"):
+            children.setdefault(parent, []).append(step)
+        else:
+            roots.append(step)
+    rows: list[tuple[str, ...]] = []
+    seen: set[int] = set()
+
+    def walk(step: dict[str, Any], depth: int) -> None:
+        if id(step) in seen:  # a malformed parent cycle must not loop forever
+            return
+        seen.add(id(step))
+        label = "  " * depth + ("└ " if depth else "") + command_text(step.get("argv"))
+        rows.append((str(step.get("pid", "-")), status_text(step),
+                     human_duration(_seconds(step)),
+                     f"{len(step.get('inputs') or ())}/{len(step.get('outputs') or ())}", label))
+        for child in children.get(step.get("id"), ()):
+            walk(child, depth + 1)
+
+    for root in roots:
+        walk(root, 0)
+    return table(("PID", "STATUS", "DURATION", "IN/OUT", "COMMAND"), rows)
+
+
+def render_run(run: dict[str, Any]) -> str:
+    """The people's view of one run dict (the JSON contract), in sections."""
+    header = table(None, [
+        ("status", status_text(run)),
+        ("exit", _scalar(run.get("exit_code"))),
+        ("started", local_time(run.get("started_at"))),
+        ("ended", local_time(run.get("ended_at"))),
+        ("duration", human_duration(run.get("duration"))),
+        ("cwd", _scalar(run.get("cwd"))),
+        ("command", command_text(run.get("command"))),
+        ("tier", _scalar(run.get("tier"))),
+    ])
+    parts = [
+        section(f"run {run.get('id')}", header),
+        section("params", _mapping(run.get("params"))),
+        section("inputs", _files(run.get("inputs"))),
+        section("outputs", _files(run.get("outputs"))),
+        section("code", _files(run.get("code"))),
+        section("git", _git(run.get("git"))),
+        section("env", _env(run.get("env"))),
+        section("steps", _steps(run.get("steps"))),
+    ]
+    return "\n\n".join(parts)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@json_option
+@click.argument("run_ref", metavar="RUN")
+@pass_state
+def show(state: AppState, as_json: bool, run_ref: str) -> None:
+    """Show one run: RUN is its id, or 'last' / -1 for the newest (-2 the one before)."""
+    with state.catalog() as catalog:
+        run = resolve(catalog, run_ref)
+    if as_json:
+        emit_json(run)
+    else:
+        emit(render_run(run))

@@ -1,0 +1,67 @@
+"""`onlooker status`: is the agent watching, with which tiers, and what it holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from onlooker.agent import lifecycle
+from onlooker.cli.commands import AppState, pass_state
+from onlooker.cli.commands.stop import backlog_text
+from onlooker.cli.output import emit, emit_json, human_duration, json_option, table
+
+
+def gather(state: AppState) -> dict[str, Any]:
+    """lifecycle.status plus the catalog's counts (`catalog`)."""
+    project = state.project()
+    out = lifecycle.status(project)
+    with state.catalog() as catalog:
+        out["catalog"] = catalog.counts()
+    return out
+
+
+def render_status(st: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = [("project", st["project"])]
+    if st["running"]:
+        agent = f"{st['state']} (pid {st['pid']}"
+        if st.get("uptime") is not None:
+            agent += f", up {human_duration(st['uptime'])}"
+        agent += ")"
+        if st.get("responsive") is False:
+            agent += f"; not heard from for {human_duration(st['last_seen'])}: it may be stuck"
+    elif st.get("last_seen") is not None and st.get("last_state") == "stopped":
+        agent = f"not running (stopped {human_duration(st['last_seen'])} ago)"
+    elif st.get("last_seen") is not None:
+        agent = (f"not running (last seen {human_duration(st['last_seen'])} ago; "
+                 "it did not stop cleanly, see the log)")
+    else:
+        agent = "not running (never started here)"
+    rows.append(("agent", agent))
+    for which in ("process", "files"):
+        tier = (st.get("tiers") or {}).get(which)
+        if isinstance(tier, dict):
+            why = f" ({tier['why']})" if tier.get("why") else ""
+            rows.append((f"{which} tier", f"{tier.get('name', '?')}{why}"))
+    counts = st.get("catalog") or {}
+    if isinstance(counts, dict) and counts:
+        rows.append(("catalog", ", ".join(f"{k} {v}" for k, v in counts.items())))
+    if st["running"]:
+        rows.append(("backlog", backlog_text(st.get("backlog")) or "none"))
+    rows.append(("log", st["log"]))
+    return table(None, rows)
+
+
+@click.command()
+@json_option
+@pass_state
+def status(state: AppState, as_json: bool) -> None:
+    """Show the agent's state, capture tiers (and why), counts and backlog.
+
+    Exits 0 whether or not the agent runs; 1 when the folder is not instrumented.
+    """
+    st = gather(state)
+    if as_json:
+        emit_json(st)
+    else:
+        emit(render_status(st))

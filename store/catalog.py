@@ -1,0 +1,435 @@
+"""The project catalog: runs, steps, asset versions, io, params and envs in SQLite."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from . import records, schema
+from .errors import CatalogCorrupt, NoSuchRun, NotInitialized, StoreError
+from .objects import ObjectStore, hash_bytes
+
+log = logging.getLogger(__name__)
+
+STORE_DIR = ".onlooker"
+CATALOG_NAME = "catalog.db"
+OBJECTS_NAME = "objects"
+BUSY_TIMEOUT_MS = 10_000
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+_RUN_FIELDS = {"status", "exit_code", "signal", "ended_at", "env_id", "git_commit", "git_branch",
+               "git_dirty", "git_diff", "command", "note", "cwd", "exe", "tier"}
+_STEP_FIELDS = {"status", "exit_code", "signal", "ended_at", "argv", "cwd", "exe",
+                "parent_step_id"}
+_JSON_FIELDS = {"command", "argv"}
+_FILES_SQL = (
+    "SELECT DISTINCT io.run_id, io.role, a.path, v.hash, v.size, a.kind, v.id AS vid"
+    " FROM io JOIN versions v ON v.id = io.version_id JOIN assets a ON a.id = v.asset_id"
+)
+
+
+def _translate(err: sqlite3.Error, path: Path) -> StoreError:
+    code = getattr(err, "sqlite_errorcode", None)
+    text = str(err)
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
+        return CatalogCorrupt(f"{path} is not a usable onlooker catalog ({text})")
+    return StoreError(f"cannot use the catalog at {path}: {text}")
+
+
+class Catalog:
+    """One project's catalog. The agent's assembler is its only writer; any number of
+    readers (CLI, notebooks) may open it at once, read-only, without blocking it."""
+
+    def __init__(self, store_dir: Path, *, project: Path | None = None,
+                 readonly: bool = False) -> None:
+        self.store_dir = Path(os.path.abspath(store_dir))
+        self.project = Path(os.path.abspath(project if project is not None
+                                            else self.store_dir.parent))
+        self.path = self.store_dir / CATALOG_NAME
+        self.readonly = readonly
+        self._roots = {str(self.project), os.path.realpath(self.project)}
+        self._lock = threading.RLock()
+        self._depth = 0
+        if readonly and not self.path.is_file():
+            raise NotInitialized(
+                f"no onlooker project at {self.project}: run `onlooker init` there first"
+            )
+        if not readonly:
+            try:
+                (self.store_dir / OBJECTS_NAME).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create {self.store_dir}: {err.strerror}") from err
+        self._conn = self._connect()
+        self.db = sqlite_utils.Database(self._conn)
+        self.objects = ObjectStore(self.store_dir / OBJECTS_NAME)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                conn = sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise _translate(err, self.path) from err
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if self.readonly:
+                schema.check(conn, str(self.path), readonly=True)
+            else:
+                conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+                conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable to app crashes
+                schema.migrate(conn, str(self.path))
+        except sqlite3.Error as err:
+            conn.close()
+            raise _translate(err, self.path) from err
+        except StoreError:
+            conn.close()
+            raise
+        return conn
+
+    @classmethod
+    def init(cls, project: Path) -> Catalog:
+        """Create (or open and migrate) `<project>/.onlooker/`."""
+        project = Path(project)
+        if not project.is_dir():
+            raise StoreError(f"cannot initialise {project}: it is not a folder")
+        return cls(project / STORE_DIR, project=project)
+
+    @classmethod
+    def find(cls, start: Path, *, readonly: bool = True) -> Catalog:
+        """The catalog of the nearest folder at or above `start` holding `.onlooker/`."""
+        here = Path(os.path.abspath(start))
+        for folder in (here, *here.parents):
+            if (folder / STORE_DIR / CATALOG_NAME).is_file():
+                return cls(folder / STORE_DIR, project=folder, readonly=readonly)
+        raise NotInitialized(
+            f"no onlooker project at {here} or any folder above it: run `onlooker init`"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+            self.objects.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- transactions ------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction; nested use joins the outer one."""
+        if self.readonly:
+            raise StoreError(f"the catalog at {self.path} was opened read-only")
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                if self._conn.in_transaction:  # SQLite may have rolled back already
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._execute("COMMIT")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads that see one consistent state of the catalog."""
+        with self._lock:
+            if self._depth:
+                yield
+                return
+            self._execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+
+    def _execute(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, args)
+        except sqlite3.IntegrityError as err:
+            raise StoreError(f"catalog refused a write: {err}") from err
+        except sqlite3.Error as err:
+            raise _translate(err, self.path) from err
+
+    # ---- paths ---------------------------------------------------------------------
+    def relpath(self, path: str | os.PathLike[str]) -> str:
+        """The catalog's name for a path: project-relative posix inside, else absolute.
+        A relative path is taken as already project-relative."""
+        text = os.fspath(path)
+        if not os.path.isabs(text):
+            return Path(os.path.normpath(text)).as_posix()
+        text = os.path.normpath(text)
+        for root in self._roots:
+            if text == root:
+                return "."
+            if text.startswith(root.rstrip(os.sep) + os.sep):
+                return Path(text[len(root.rstrip(os.sep)) + 1:]).as_posix()
+        return text
+
+    # ---- writes (the agent) ------------------------------------------------------
+    def begin_run(self, *, command: list[str], cwd: str, exe: str | None, pid: int,
+                  pid_start: int, user: str | None, hostname: str, started_at: float,
+                  tier: str) -> int:
+        with self.transaction():
+            cur = self._execute(
+                "INSERT INTO runs (command, cwd, exe, pid, pid_start, user, hostname, status,"
+                " started_at, tier) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                (records.dumps(list(command)), cwd, exe, pid, pid_start, user, hostname,
+                 started_at, tier),
+            )
+        return int(cur.lastrowid or 0)
+
+    def _update(self, table: str, allowed: set[str], row_id: int, fields: dict[str, Any]) -> int:
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {table} fields {sorted(unknown)}")
+        if not fields:
+            return 1
+        values = []
+        for key, value in fields.items():
+            if key in _JSON_FIELDS and value is not None:
+                value = records.dumps(list(value))
+            elif key == "git_dirty" and value is not None:
+                value = int(bool(value))
+            values.append(value)
+        sets = ", ".join(f"{key} = ?" for key in fields)
+        with self.transaction():
+            cur = self._execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values, row_id))
+        return cur.rowcount
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        if self._update("runs", _RUN_FIELDS, run_id, fields) == 0:
+            raise NoSuchRun(f"there is no run {run_id} in {self.path}")
+
+    def add_step(self, run_id: int, *, pid: int, ppid: int, parent_step_id: int | None,
+                 argv: list[str], cwd: str | None, exe: str | None, started_at: float) -> int:
+        with self.transaction():
+            cur = self._execute(
+                "INSERT INTO steps (run_id, pid, ppid, parent_step_id, argv, cwd, exe,"
+                " started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                (run_id, pid, ppid, parent_step_id, records.dumps(list(argv)), cwd, exe,
+                 started_at),
+            )
+        return int(cur.lastrowid or 0)
+
+    def update_step(self, step_id: int, **fields: Any) -> None:
+        if self._update("steps", _STEP_FIELDS, step_id, fields) == 0:
+            raise StoreError(f"there is no step {step_id} in {self.path}")
+
+    def add_version(self, path: str, *, hash: str, size: int, mtime_ns: int, kind: str,
+                    stored: bool, created_at: float, run_id: int | None = None) -> int:
+        """The version id of (path, hash), created on first sight; idempotent."""
+        key = self.relpath(path)
+        with self.transaction():
+            asset_id = self._execute(
+                "INSERT INTO assets (path, kind) VALUES (?, ?)"
+                " ON CONFLICT(path) DO UPDATE SET kind = excluded.kind RETURNING id",
+                (key, kind),
+            ).fetchone()[0]
+            return int(self._execute(
+                "INSERT INTO versions (asset_id, hash, size, mtime_ns, stored, run_id,"
+                " created_at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(asset_id, hash) DO UPDATE SET size = excluded.size,"
+                " mtime_ns = excluded.mtime_ns, stored = max(stored, excluded.stored),"
+                " run_id = coalesce(run_id, excluded.run_id),"
+                " seen_at = max(seen_at, excluded.seen_at) RETURNING id",
+                (asset_id, hash, size, mtime_ns, int(stored), run_id, created_at, created_at),
+            ).fetchone()[0])
+
+    def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None) -> None:
+        if role not in records.ROLES:
+            raise ValueError(f"role must be one of {', '.join(records.ROLES)}, not {role!r}")
+        with self.transaction():
+            self._execute("INSERT OR IGNORE INTO io (run_id, step_id, version_id, role)"
+                          " VALUES (?, ?, ?, ?)", (run_id, step_id, version_id, role))
+            if role == "output":  # the first run seen writing a content is its producer
+                self._execute("UPDATE versions SET run_id = ? WHERE id = ? AND run_id IS NULL",
+                              (run_id, version_id))
+
+    def set_params(self, run_id: int, params: dict[str, tuple[object, str]]) -> None:
+        rows = [(run_id, key, records.dumps(value), source)
+                for key, (value, source) in params.items()]
+        with self.transaction():
+            try:
+                self._conn.executemany("INSERT OR REPLACE INTO params (run_id, key, value,"
+                                       " source) VALUES (?, ?, ?, ?)", rows)
+            except sqlite3.IntegrityError as err:
+                raise NoSuchRun(f"there is no run {run_id} in {self.path}") from err
+
+    def put_env(self, env: dict) -> int:
+        """The id of this environment, stored once per distinct content."""
+        text = records.canonical(env)
+        digest = hash_bytes(text.encode("utf-8"))
+        with self.transaction():
+            row = self._execute("SELECT id FROM envs WHERE hash = ?", (digest,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            cur = self._execute("INSERT INTO envs (hash, data) VALUES (?, ?)", (digest, text))
+        return int(cur.lastrowid or 0)
+
+    def open_runs(self) -> list[dict]:
+        """Runs still marked running, for the agent to re-attach or close after a restart."""
+        rows = self._execute("SELECT id, pid, pid_start, started_at, hostname FROM runs"
+                             " WHERE status = 'running' ORDER BY id").fetchall()
+        return [dict(row) for row in rows]
+
+    def latest_version(self, path: str) -> dict | None:
+        """The content last seen at `path`: {"hash", "size", "mtime_ns"} or None."""
+        row = self._execute(
+            "SELECT v.hash, v.size, v.mtime_ns FROM versions v JOIN assets a ON a.id = v.asset_id"
+            " WHERE a.path = ? ORDER BY v.seen_at DESC, v.id DESC LIMIT 1",
+            (self.relpath(path),),
+        ).fetchone()
+        return None if row is None else dict(row)
+
+    def stat_lookup(self, dev: int, ino: int, size: int, mtime_ns: int) -> str | None:
+        row = self._execute("SELECT hash FROM stat_cache WHERE dev = ? AND ino = ? AND size = ?"
+                            " AND mtime_ns = ?", (dev, ino, size, mtime_ns)).fetchone()
+        return None if row is None else row[0]
+
+    def stat_store(self, rows: list[tuple[int, int, int, int, str]]) -> None:
+        """Remember (dev, ino, size, mtime_ns) -> hash; a newer stat replaces the old."""
+        with self.transaction():
+            self._conn.executemany("INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns,"
+                                   " hash) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def stat_rows(self) -> list[tuple[int, int, int, int, str]]:
+        """The whole stat cache, for the agent to hold in memory."""
+        return [tuple(r) for r in self._execute(
+            "SELECT dev, ino, size, mtime_ns, hash FROM stat_cache").fetchall()]
+
+    def latest_versions(self) -> dict[str, str]:
+        """path -> hash of the content last seen there, for every asset."""
+        rows = self._execute(
+            "SELECT a.path, v.hash FROM versions v JOIN assets a ON a.id = v.asset_id"
+            " ORDER BY v.seen_at, v.id").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def unlink(self, run_id: int, version_id: int, role: str) -> None:
+        """Forget that a run used a version in a role (a temp file it removed, say)."""
+        with self.transaction():
+            self._execute("DELETE FROM io WHERE run_id = ? AND version_id = ? AND role = ?",
+                          (run_id, version_id, role))
+            if role == "output":
+                self._execute("UPDATE versions SET run_id = NULL WHERE id = ? AND run_id = ?",
+                              (version_id, run_id))
+
+    def close_open_steps(self, run_id: int, *, status: str) -> None:
+        """Give every still-running step of a run a final status (runs lost by the agent)."""
+        with self.transaction():
+            self._execute("UPDATE steps SET status = ? WHERE run_id = ? AND status = 'running'",
+                          (status, run_id))
+
+    # ---- reads (CLI, tests, notebooks) ---------------------------------------------
+    def runs(self, *, limit: int | None = None, status: str | None = None) -> list[dict]:
+        """Runs newest first, without env and steps; one query per table."""
+        where, args = ("WHERE status = ?", [status]) if status is not None else ("", [])
+        tail = f"{where} ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            tail += " LIMIT ?"
+            args.append(int(limit))
+        ids = f"SELECT id FROM runs {tail}"
+        with self._snapshot():
+            rows = self._execute(f"SELECT {records.RUN_COLUMNS} FROM runs {tail}", args)
+            rows = rows.fetchall()
+            params = records.group_params(self._execute(
+                f"SELECT run_id, key, value FROM params WHERE run_id IN ({ids})", args))
+            files = records.group_files(self._execute(
+                f"{_FILES_SQL} WHERE io.run_id IN ({ids}) ORDER BY a.path, v.id", args))
+        empty = records.empty_files()
+        return [records.run_dict(r, params.get(r["id"], {}), files.get(r["id"], empty))
+                for r in rows]
+
+    def run(self, run_id: int) -> dict:
+        """One run in full: the JSON contract with `env` and `steps`."""
+        with self._snapshot():
+            row = self._execute(f"SELECT {records.RUN_COLUMNS} FROM runs WHERE id = ?",
+                                (run_id,)).fetchone()
+            if row is None:
+                raise NoSuchRun(f"there is no run {run_id} in {self.path}")
+            params = records.group_params(self._execute(
+                "SELECT run_id, key, value FROM params WHERE run_id = ?", (run_id,)))
+            files = records.group_files(self._execute(
+                f"{_FILES_SQL} WHERE io.run_id = ? ORDER BY a.path, v.id", (run_id,)))
+            env = None
+            if row["env_id"] is not None:
+                got = self._execute("SELECT data FROM envs WHERE id = ?", (row["env_id"],))
+                env = records.loads((got.fetchone() or [None])[0])
+            step_rows = self._execute(f"SELECT {records.STEP_COLUMNS} FROM steps WHERE"
+                                      " run_id = ? ORDER BY started_at, id", (run_id,)).fetchall()
+            step_files = self._execute(
+                "SELECT DISTINCT io.step_id, io.role, a.path FROM io"
+                " JOIN versions v ON v.id = io.version_id JOIN assets a ON a.id = v.asset_id"
+                " WHERE io.run_id = ? AND io.step_id IS NOT NULL ORDER BY a.path", (run_id,)
+            ).fetchall()
+        out = records.run_dict(row, params.get(run_id, {}),
+                               files.get(run_id, records.empty_files()))
+        by_step: dict[int, dict[str, list[str]]] = {}
+        for f in step_files:
+            slot = by_step.setdefault(f["step_id"], {"input": [], "output": [], "code": []})
+            slot[f["role"]].append(f["path"])
+        steps = []
+        for s in step_rows:
+            slot = by_step.get(s["id"], {"input": [], "output": [], "code": []})
+            steps.append(records.step_dict(s, slot["input"] + slot["code"], slot["output"]))
+        out["env"] = env
+        out["steps"] = steps
+        return out
+
+    def versions(self, path: str) -> list[dict]:
+        """Every content seen at `path`, oldest first, with the run that wrote it."""
+        rows = self._execute(
+            "SELECT v.id, v.hash, v.size, v.mtime_ns, v.stored, v.run_id, v.created_at,"
+            " v.seen_at, a.kind FROM versions v JOIN assets a ON a.id = v.asset_id"
+            " WHERE a.path = ? ORDER BY v.created_at, v.id", (self.relpath(path),)).fetchall()
+        return [{"id": r["id"], "hash": r["hash"], "size": r["size"], "mtime_ns": r["mtime_ns"],
+                 "stored": bool(r["stored"]), "run_id": r["run_id"], "kind": r["kind"],
+                 "created_at": records.iso(r["created_at"]),
+                 "seen_at": records.iso(r["seen_at"])} for r in rows]
+
+    def writers(self, hash: str) -> list[dict]:
+        """Which runs wrote this content, and at which paths."""
+        rows = self._execute(
+            "SELECT DISTINCT io.run_id, io.step_id, a.path FROM io"
+            " JOIN versions v ON v.id = io.version_id JOIN assets a ON a.id = v.asset_id"
+            " WHERE v.hash = ? AND io.role = 'output'"
+            " UNION SELECT v.run_id, NULL, a.path FROM versions v"
+            " JOIN assets a ON a.id = v.asset_id WHERE v.hash = ? AND v.run_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM io WHERE io.version_id = v.id"
+            " AND io.run_id = v.run_id AND io.role = 'output')"
+            " ORDER BY 1, 3", (hash, hash)).fetchall()
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict:
+        """Sizes for `status`: runs, steps, assets, versions, stored objects and bytes."""
+        with self._snapshot():
+            one = {t: self._execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                   for t in ("runs", "steps", "assets", "versions")}
+            n, total = self._execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT hash, max(size) AS size"
+                " FROM versions WHERE stored = 1 GROUP BY hash)").fetchone()
+        return {**one, "objects": n, "objects_bytes": total}

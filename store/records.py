@@ -1,0 +1,118 @@
+"""Shaping catalog rows into the stable JSON dicts that `run()` and `runs()` return."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+# Columns of `runs` every read selects, in the order run_dict reads them.
+RUN_COLUMNS = (
+    "id, command, cwd, status, exit_code, signal, started_at, ended_at, tier, env_id, "
+    "git_commit, git_branch, git_dirty, git_diff"
+)
+STEP_COLUMNS = (
+    "id, pid, ppid, parent_step_id, argv, cwd, started_at, ended_at, status, exit_code, signal"
+)
+ROLES = ("input", "output", "code")
+_ROLE_KEY = {"input": "inputs", "output": "outputs", "code": "code"}
+
+
+def dumps(value: Any) -> str:
+    """JSON for one stored value; tuples become lists, unknown types their str()."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def canonical(value: Any) -> str:
+    """The one JSON text of a value that hashing and dedup rely on."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                      default=str)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds -> `2026-11-26T20:31:04.123Z` (UTC, milliseconds)."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def file_entry(row: sqlite3.Row) -> dict[str, Any]:
+    return {"path": row["path"], "hash": row["hash"], "size": row["size"], "kind": row["kind"]}
+
+
+def empty_files() -> dict[str, list[dict[str, Any]]]:
+    return {"inputs": [], "outputs": [], "code": []}
+
+
+def group_files(rows: Iterable[sqlite3.Row]) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    """run_id -> {"inputs": [...], "outputs": [...], "code": [...]} (rows come sorted)."""
+    out: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        files = out.get(row["run_id"])
+        if files is None:
+            files = out[row["run_id"]] = empty_files()
+        files[_ROLE_KEY[row["role"]]].append(file_entry(row))
+    return out
+
+
+def group_params(rows: Iterable[sqlite3.Row]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        out.setdefault(row["run_id"], {})[row["key"]] = json.loads(row["value"])
+    return out
+
+
+def run_dict(
+    row: sqlite3.Row,
+    params: Mapping[str, Any],
+    files: Mapping[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """The contract shared by run() and runs(); run() adds `env` and `steps`."""
+    started, ended = row["started_at"], row["ended_at"]
+    git = None
+    if row["git_commit"] is not None or row["git_branch"] is not None:
+        dirty = row["git_dirty"]
+        git = {"commit": row["git_commit"], "branch": row["git_branch"],
+               "dirty": None if dirty is None else bool(dirty), "diff": row["git_diff"]}
+    return {
+        "id": row["id"],
+        "command": loads(row["command"]),
+        "cwd": row["cwd"],
+        "status": row["status"],
+        "exit_code": row["exit_code"],
+        "signal": row["signal"],
+        "started_at": iso(started),
+        "ended_at": iso(ended),
+        "duration": None if ended is None else round(ended - started, 6),
+        "params": dict(params),
+        "inputs": list(files.get("inputs", [])),
+        "outputs": list(files.get("outputs", [])),
+        "code": list(files.get("code", [])),
+        "git": git,
+        "tier": row["tier"],
+    }
+
+
+def step_dict(row: sqlite3.Row, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "pid": row["pid"],
+        "ppid": row["ppid"],
+        "parent": row["parent_step_id"],
+        "argv": loads(row["argv"]),
+        "cwd": row["cwd"],
+        "started_at": iso(row["started_at"]),
+        "ended_at": iso(row["ended_at"]),
+        "status": row["status"],
+        "exit_code": row["exit_code"],
+        "signal": row["signal"],
+        "inputs": inputs,
+        "outputs": outputs,
+    }

@@ -1,0 +1,108 @@
+"""Fakes for driving the assembler as pure logic: a recording catalog, hasher and ignore."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from onlooker.agent.events import ProcInfo
+
+
+class FakeCatalog:
+    """Records what the assembler writes, in the shape the real catalog stores it."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, dict] = {}
+        self.steps: dict[int, dict] = {}
+        self.versions: dict[int, dict] = {}
+        self.links: list[tuple[int, int, str, int | None]] = []
+        self.params: dict[int, dict] = {}
+        self.envs: list[dict] = []
+        self.stat: list[tuple] = []
+
+    @contextlib.contextmanager
+    def transaction(self):
+        yield
+
+    def begin_run(self, **kw) -> int:
+        rid = len(self.runs) + 1
+        self.runs[rid] = {**kw, "status": "running"}
+        return rid
+
+    def update_run(self, run_id: int, **kw) -> None:
+        self.runs[run_id].update(kw)
+
+    def add_step(self, run_id: int, **kw) -> int:
+        sid = len(self.steps) + 1
+        self.steps[sid] = {"run_id": run_id, **kw, "status": "running"}
+        return sid
+
+    def update_step(self, step_id: int, **kw) -> None:
+        self.steps[step_id].update(kw)
+
+    def add_version(self, path: str, **kw) -> int:
+        for vid, v in self.versions.items():
+            if v["path"] == path and v["hash"] == kw["hash"]:
+                if kw.get("run_id") and not v.get("run_id"):
+                    v["run_id"] = kw["run_id"]
+                return vid
+        vid = len(self.versions) + 1
+        self.versions[vid] = {"path": path, **kw}
+        return vid
+
+    def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None) -> None:
+        key = (run_id, version_id, role, step_id)
+        if key not in self.links:
+            self.links.append(key)
+
+    def unlink(self, run_id: int, version_id: int, role: str) -> None:
+        self.links = [k for k in self.links if k[:3] != (run_id, version_id, role)]
+
+    def set_params(self, run_id: int, params: dict) -> None:
+        self.params[run_id] = dict(params)
+
+    def put_env(self, env: dict) -> int:
+        self.envs.append(env)
+        return len(self.envs)
+
+    def stat_store(self, rows) -> None:
+        self.stat.extend(rows)
+
+    # views for assertions
+    def io(self, run_id: int, role: str) -> dict[str, str]:
+        return {self.versions[v]["path"]: self.versions[v]["hash"]
+                for r, v, ro, _ in self.links if r == run_id and ro == role}
+
+
+class FakeHasher:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def request(self, path: str, *, copy: bool, prio: int = 0, delay: float = 0.0) -> None:
+        self.requests.append(path)
+
+
+class FakeIgnore:
+    def __init__(self, project: Path) -> None:
+        self.project = str(project)
+
+    def inside(self, p: str) -> bool:
+        return p == self.project or p.startswith(self.project + "/")
+
+    def rel(self, p: str) -> str:
+        return os.path.relpath(p, self.project)
+
+    def outside_ok(self, p: str) -> bool:
+        return not p.startswith(("/usr", "/proc", "/etc"))
+
+    def skip_file(self, p: str) -> bool:
+        return False
+
+
+def info(pid: int, argv: list[str], *, ppid: int = 1, cwd: str, started: float,
+         ancestors: tuple[int, ...] = (), exe: str | None = "/usr/bin/python3",
+         environ: tuple = ()) -> ProcInfo:
+    return ProcInfo(pid=pid, ppid=ppid, argv=tuple(argv), cwd=cwd, exe=exe, uid=0,
+                    start_ticks=int(started * 100), started=started,
+                    ancestors=ancestors or (ppid,), environ=environ)

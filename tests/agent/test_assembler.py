@@ -1,0 +1,376 @@
+"""The assembler as pure logic: injected event records, a fake clock, no threads."""
+
+from __future__ import annotations
+
+import pytest
+
+from onlooker.agent import config
+from onlooker.agent.assembler import Assembler, Probes
+from onlooker.agent.events import (
+    CLOSE_NOWRITE,
+    CLOSE_WRITE,
+    CREATE,
+    DELETE,
+    MOVED_FROM,
+    MOVED_TO,
+    OPEN,
+    FdSeen,
+    FileEvent,
+    HashDone,
+    ProcExec,
+    ProcExit,
+    ProcFork,
+)
+
+from .fakes import FakeCatalog, FakeHasher, FakeIgnore, info
+
+T0 = 1000.0
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("print(1)\n")
+    return tmp_path
+
+
+def make(project, *, pids_known=False, probes=None, objects=None):
+    cfg = config.load(project)
+    cat, hasher = FakeCatalog(), FakeHasher()
+    asm = Assembler(cfg, cat, hasher, FakeIgnore(project), probes=probes or Probes(),
+                    tier="test", agent_started=T0 - 100, pids_known=pids_known)
+    return asm, cat, hasher
+
+
+def fh(path, n):
+    """A fake BLAKE3 hash, different per (path, n)."""
+    return "blake3:" + (str(abs(hash((str(path), n)))) * 8)[:64]
+
+
+def finish_hashes(asm, hasher, t, contents=None):
+    """Answer every hash request the way the hasher would."""
+    contents = contents or {}
+    while hasher.requests:
+        path = hasher.requests.pop(0)
+        asm.handle(HashDone(t, path, contents.get(path, fh(path, 0)), size=10))
+
+
+def exec_(asm, pid, argv, project, t, *, script_open=True, **kw):
+    """A process starts; like a real interpreter it opens its script first."""
+    asm.handle(ProcExec(t, info(pid, argv, cwd=str(project), started=t, **kw)))
+    if script_open and len(argv) > 1 and argv[1].endswith(".py"):
+        asm.handle(FileEvent(t + 0.001, OPEN, f"{project}/{argv[1]}",
+                             pid=pid if asm.pids_known else None))
+
+
+def test_one_run_inputs_outputs_params_and_status(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 100, ["python", "src/train.py", "data/x.csv", "--lr", "0.1"], project, T0)
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_NOWRITE, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.02, CLOSE_NOWRITE, f"{p}/data/x.csv"))
+    asm.handle(FileEvent(T0 + 0.03, CREATE, f"{p}/model.pkl"))
+    asm.handle(FileEvent(T0 + 0.04, CLOSE_WRITE, f"{p}/model.pkl"))
+    asm.handle(ProcExit(T0 + 0.05, 100, exit_code=0))
+    asm.tick(T0 + 0.3)
+    assert hasher.requests == []  # grace window still open
+    asm.tick(T0 + 1.0)
+    finish_hashes(asm, hasher, T0 + 1.1)
+    asm.tick(T0 + 2.0)
+    run = cat.runs[1]
+    assert run["command"] == ["python", "src/train.py", "data/x.csv", "--lr", "0.1"]
+    assert run["status"] == "completed" and run["exit_code"] == 0
+    assert set(cat.io(1, "input")) == {"data/x.csv"}
+    assert set(cat.io(1, "code")) == {"src/train.py"}
+    assert set(cat.io(1, "output")) == {"model.pkl"}
+    assert cat.params[1]["lr"] == (0.1, "argv")
+    assert cat.params[1]["argv[1]"] == ("data/x.csv", "argv")
+    assert cat.versions[next(iter(cat.versions))]["run_id"] is None  # inputs have no producer
+    out = [v for v in cat.versions.values() if v["path"] == "model.pkl"]
+    assert out[0]["run_id"] == 1
+
+
+def test_file_event_before_process_is_seen_lands_on_the_run(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    # The poller sees the process 40 ms after it started and after its first write.
+    asm.handle(FileEvent(T0 + 0.005, CLOSE_NOWRITE, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_WRITE, f"{p}/out.csv"))
+    asm.handle(ProcExec(T0 + 0.05, info(7, ["python", "src/train.py"], cwd=p, started=T0)))
+    asm.tick(T0 + 0.6)
+    finish_hashes(asm, hasher, T0 + 0.7)
+    assert set(cat.io(1, "output")) == {"out.csv"}
+
+
+def test_changes_no_run_made_are_versions_without_a_run(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    asm.handle(FileEvent(T0, CLOSE_WRITE, f"{p}/data/new.csv"))
+    asm.handle(FileEvent(T0, CLOSE_NOWRITE, f"{p}/data/old.csv"))  # a read by nobody
+    asm.tick(T0 + 1)
+    assert hasher.requests == [f"{p}/data/new.csv"]
+    finish_hashes(asm, hasher, T0 + 1)
+    assert [v["path"] for v in cat.versions.values()] == ["data/new.csv"]
+    assert cat.versions[1]["run_id"] is None and cat.links == []
+
+
+def test_concurrent_runs_with_pids_are_exact(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py", "--seed", "1"], project, T0)
+    exec_(asm, 20, ["python", "src/train.py", "--seed", "2"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/a.pkl", pid=10))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/b.pkl", pid=20))
+    asm.handle(FileEvent(T0 + 0.1, OPEN, f"{p}/shared.csv", pid=20))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/shared.csv", pid=20))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/other.csv", pid=999))  # not a run
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(1, "output")) == {"a.pkl"} and set(cat.io(1, "input")) == set()
+    assert set(cat.io(2, "output")) == {"b.pkl"} and set(cat.io(2, "input")) == {"shared.csv"}
+
+
+def test_concurrent_runs_without_pids_use_fd_evidence_or_refuse_to_guess(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    exec_(asm, 20, ["python", "src/train.py"], project, T0)
+    asm.handle(FdSeen(T0 + 0.05, 20, f"{p}/b.pkl", True))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/b.pkl"))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/unknown.pkl"))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(2, "output")) == {"b.pkl"}
+    assert cat.io(1, "output") == {}
+    unknown = [v for v in cat.versions.values() if v["path"] == "unknown.pkl"]
+    assert unknown and unknown[0]["run_id"] is None
+    assert asm.stats.unattributed == 1
+
+
+def test_argv_named_folder_breaks_a_tie(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py", "out/a"], project, T0)
+    exec_(asm, 20, ["python", "src/train.py", "out/b"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/out/b/model.pt"))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(2, "output")) == {"out/b/model.pt"}
+
+
+def test_temp_file_renamed_into_place_is_one_output(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/model.pt.tmp"))
+    asm.handle(FileEvent(T0 + 0.2, MOVED_FROM, f"{p}/model.pt.tmp", cookie=5))
+    asm.handle(FileEvent(T0 + 0.2, MOVED_TO, f"{p}/model.pt", cookie=5))
+    asm.handle(ProcExit(T0 + 0.3, 10, exit_code=0))
+    asm.tick(T0 + 1)
+    # the temp file vanished before it could be hashed
+    asm.handle(HashDone(T0 + 1, f"{p}/model.pt.tmp", None, error="vanished"))
+    hasher.requests.remove(f"{p}/model.pt.tmp")
+    finish_hashes(asm, hasher, T0 + 1)
+    asm.tick(T0 + 2)
+    assert set(cat.io(1, "output")) == {"model.pt"}
+
+
+def test_temp_file_hashed_then_deleted_is_unlinked(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/scratch.bin"))
+    asm.tick(T0 + 0.7)
+    finish_hashes(asm, hasher, T0 + 0.7)
+    assert set(cat.io(1, "output")) == {"scratch.bin"}
+    asm.handle(FileEvent(T0 + 0.8, DELETE, f"{p}/scratch.bin"))
+    asm.tick(T0 + 1.5)
+    assert cat.io(1, "output") == {}
+
+
+def test_read_then_written_counts_as_output_only(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, OPEN, f"{p}/state.json", pid=10))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/state.json", pid=10))
+    asm.tick(T0 + 0.7)
+    finish_hashes(asm, hasher, T0 + 0.7, {f"{p}/state.json": fh("s", 1)})
+    assert set(cat.io(1, "input")) == {"state.json"}
+    asm.handle(FileEvent(T0 + 0.8, CLOSE_WRITE, f"{p}/state.json", pid=10))
+    asm.tick(T0 + 1.5)
+    finish_hashes(asm, hasher, T0 + 1.5, {f"{p}/state.json": fh("s", 2)})
+    assert cat.io(1, "input") == {}
+    assert cat.io(1, "output") == {"state.json": fh("s", 2)}
+
+
+def test_steps_tree_exit_codes_and_workers(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["bash", "run.sh"], cwd=p, started=T0, exe="/bin/bash")))
+    asm.handle(ProcExec(T0 + 0.1, info(11, ["python", "src/train.py"], ppid=10, cwd=p,
+                                       started=T0 + 0.1)))
+    asm.handle(ProcFork(T0 + 0.2, 11, 12))  # a dataloader worker, no exec
+    asm.handle(FileEvent(T0 + 0.3, CLOSE_NOWRITE, f"{p}/data/x.csv", pid=12))
+    asm.handle(ProcExit(T0 + 0.4, 12, exit_code=0))
+    asm.handle(ProcExit(T0 + 0.5, 11, exit_code=3))
+    asm.handle(ProcExit(T0 + 0.6, 10, exit_code=3))
+    asm.tick(T0 + 2)
+    finish_hashes(asm, hasher, T0 + 2)
+    assert len(cat.runs) == 1
+    assert [s["argv"] for s in cat.steps.values()] == [["bash", "run.sh"],
+                                                       ["python", "src/train.py"]]
+    assert cat.steps[2]["parent_step_id"] == 1
+    assert cat.steps[2]["status"] == "failed" and cat.steps[2]["exit_code"] == 3
+    assert cat.runs[1]["status"] == "failed" and cat.runs[1]["exit_code"] == 3
+    assert [(v, s) for _, v, r, s in cat.links if r == "input"] == [(1, 2)]  # the step
+
+
+def test_signal_and_unknown_exit(project):
+    asm, cat, _ = make(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    exec_(asm, 20, ["python", "src/train.py"], project, T0)
+    asm.handle(ProcExit(T0 + 1, 10, signal=9))
+    asm.handle(ProcExit(T0 + 1, 20))
+    asm.tick(T0 + 3)
+    assert cat.runs[1]["status"] == "failed" and cat.runs[1]["signal"] == 9
+    assert cat.runs[2]["status"] == "ended" and cat.runs[2]["exit_code"] is None
+
+
+def test_processes_that_are_not_runs(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    exec_(asm, 10, ["bash"], project, T0, exe="/bin/bash")  # an interactive shell
+    exec_(asm, 11, ["git", "status"], project, T0, exe="/usr/bin/git")
+    exec_(asm, 12, ["vim", "src/train.py"], project, T0, exe="/usr/bin/vim")
+    asm.handle(ProcExec(T0, info(13, ["python", "/elsewhere/x.py"], cwd="/elsewhere",
+                                 started=T0)))
+    # started long before the agent: not ours
+    asm.handle(ProcExec(T0, info(14, ["python", "src/train.py"], cwd=p, started=T0 - 500)))
+    assert cat.runs == {}
+    # but a script started from that interactive shell is a run
+    exec_(asm, 15, ["python", "src/train.py"], project, T0 + 1, ppid=10)
+    assert len(cat.runs) == 1
+
+
+def test_exec_in_place_makes_a_new_step(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["sh", "run.sh"], cwd=p, started=T0, exe="/bin/sh")))
+    asm.handle(ProcExec(T0 + 0.5, info(10, ["python", "src/train.py"], cwd=p, started=T0)))
+    assert [s["argv"] for s in cat.steps.values()] == [["sh", "run.sh"],
+                                                       ["python", "src/train.py"]]
+    assert cat.steps[1]["status"] == "ended"
+
+
+def test_pyc_open_maps_to_its_source_as_code(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    (project / "src" / "util.py").write_text("X = 1\n")
+    (project / "src" / "__pycache__").mkdir()
+    pyc = project / "src" / "__pycache__" / "util.cpython-311.pyc"
+    pyc.write_bytes(b"\x00")
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, str(pyc)))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, str(pyc)))  # python caching bytecode
+    asm.tick(T0 + 1)
+    assert hasher.requests == [f"{p}/src/util.py"]
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(1, "code")) == {"src/util.py"}
+
+
+def test_config_read_becomes_params(project):
+    blob = b"train:\n  seed: 7\n  lr: 0.01\n"
+    probes = Probes(read_object=lambda h: blob)
+    asm, cat, hasher = make(project, probes=probes)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/params.yaml"))
+    asm.tick(T0 + 1)
+    path = hasher.requests.pop()
+    asm.handle(HashDone(T0 + 1, path, fh(path, 0), size=len(blob), stored=True, head=blob))
+    assert cat.params[1]["params.yaml:train.seed"] == (7, "params.yaml")
+    assert cat.params[1]["params.yaml:train.lr"] == (0.01, "params.yaml")
+    assert set(cat.io(1, "input")) == {"params.yaml"}
+
+
+def test_secrets_never_reach_the_catalog(project):
+    asm, cat, _ = make(project)
+    exec_(asm, 10, ["python", "src/train.py", "--api-key", "sk-abcdefghijklmnopqrstuvwx",
+                    "--lr", "0.1"], project, T0,
+          environ=(("HF_TOKEN", "hf_abcdefghijklmnopqrstuvwxyz"), ("OMP_NUM_THREADS", "4")))
+    assert "sk-abcdefghijklmnopqrstuvwx" not in repr(cat.runs) + repr(cat.steps)
+    assert "sk-abcdefghijklmnopqrstuvwx" not in repr(cat.params)
+    assert cat.params[1]["env:OMP_NUM_THREADS"][0] in (4, "4")
+
+
+def test_rescan_change_lands_on_the_only_run_alive_at_its_mtime(project):
+    import time as _time
+
+    from onlooker.agent import clock
+    asm, cat, _ = make(project)
+    p = str(project)
+    now = clock.now()
+    asm.handle(ProcExec(now, info(10, ["python", "src/train.py"], cwd=p, started=now - 5)))
+    mtime_ns = int((_time.time() - 2) * 1e9)  # written 2 s ago, while the run was alive
+    asm.handle(HashDone(now, f"{p}/lost.bin", fh("lost", 0), size=1, mtime_ns=mtime_ns))
+    assert set(cat.io(1, "output")) == {"lost.bin"}
+
+
+def test_outside_inputs_from_argv(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("imagenet") / "train.csv"
+    outside.write_text("a\n")
+    asm, cat, hasher = make(project)
+    exec_(asm, 10, ["python", "src/train.py", "--data", str(outside)], project, T0)
+    assert str(outside) in hasher.requests
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(1, "input")) == {str(outside)}
+
+
+def test_sequential_runs_when_polling_sees_the_first_end_late(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/prepare.py"], project, T0)
+    # prepare was last seen alive at T0+0.10, its end noticed at T0+0.14; featurize was
+    # forked at T0+0.12 and read params.yaml at T0+0.13.
+    exec_(asm, 11, ["python", "src/featurize.py"], project, T0 + 0.12)
+    asm.handle(FileEvent(T0 + 0.13, CLOSE_NOWRITE, f"{p}/params.yaml"))
+    asm.handle(ProcExit(T0 + 0.14, 10, after=T0 + 0.10))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert cat.io(1, "input") == {} and set(cat.io(2, "input")) == {"params.yaml"}
+
+
+def test_truly_overlapping_runs_without_evidence_stay_unattributed(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/a.py"], project, T0)
+    exec_(asm, 11, ["python", "src/b.py"], project, T0 + 0.05)
+    asm.handle(FileEvent(T0 + 0.13, CLOSE_NOWRITE, f"{p}/params.yaml"))
+    asm.handle(ProcExit(T0 + 0.14, 10, after=T0 + 0.10))  # alive after b started
+    asm.tick(T0 + 1)
+    assert hasher.requests == [] and asm.stats.unattributed == 1
+
+
+def test_a_process_seen_before_its_exec_is_judged_by_the_program_it_becomes(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    # the poller caught the child of a test runner between fork and exec
+    asm.handle(ProcExec(T0, info(10, ["python", "-m", "pytest"], cwd="/elsewhere", started=T0)))
+    assert cat.runs == {}
+    asm.handle(ProcExec(T0 + 0.04, info(10, ["python", "src/train.py"], cwd=p, started=T0)))
+    assert len(cat.runs) == 1 and cat.runs[1]["command"] == ["python", "src/train.py"]
+
+
+def test_an_open_for_writing_hashed_after_the_write_is_not_an_input(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, OPEN, f"{p}/out.txt", pid=10))
+    asm.tick(T0 + 0.7)
+    # the file was still being written: its hash comes once it settled, same content
+    finish_hashes(asm, hasher, T0 + 0.8, {f"{p}/out.txt": fh("o", 1)})
+    asm.handle(FileEvent(T0 + 0.6, CLOSE_WRITE, f"{p}/out.txt", pid=10))
+    asm.tick(T0 + 1.2)
+    finish_hashes(asm, hasher, T0 + 1.3, {f"{p}/out.txt": fh("o", 1)})
+    assert cat.io(1, "input") == {} and set(cat.io(1, "output")) == {"out.txt"}

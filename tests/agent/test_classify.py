@@ -1,0 +1,163 @@
+"""Which processes start runs, program names and the scripts runs execute."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from onlooker.agent.classify import is_run, parse_invocation, program_name, script_of
+from onlooker.agent.config import load
+from onlooker.agent.events import ProcInfo
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    proj = tmp_path / "proj"
+    for rel in ("train.py", "run.sh", "fit.R", "x.jl", "src/train.py", "pkg/__init__.py",
+                "pkg/train.py", "tool/__main__.py", "data/in.csv"):
+        (proj / rel).parent.mkdir(parents=True, exist_ok=True)
+        (proj / rel).write_text("x\n")
+    (proj / "bin").mkdir()
+    (proj / "bin" / "train").write_text("#!/bin/sh\n")
+    (proj / "bin" / "train").chmod(0o755)
+    (tmp_path / "elsewhere").mkdir()
+    return proj
+
+
+def info(cmd: str, cwd: str | None, exe: str | None = None) -> ProcInfo:
+    return ProcInfo(pid=10, ppid=1, argv=tuple(shlex.split(cmd)), cwd=cwd, exe=exe, uid=0,
+                    start_ticks=1, started=0.0)
+
+
+RUNS = [
+    "python train.py", "python3.11 -u src/train.py --lr 0.1", "python -m pkg.train",
+    "/usr/bin/python3 -W ignore -X dev train.py", "python -i train.py", "ipython train.py",
+    "pypy3 train.py", "bash run.sh", "sh -e run.sh", "bash -x run.sh a b", "Rscript fit.R",
+    "julia -t 4 x.jl", "make", "make train LR=0.1", "dvc repro", "dvc exp run",
+    "torchrun --nproc_per_node=2 train.py", "accelerate launch train.py",
+    "mpirun -np 2 python train.py", "python -m ipykernel_launcher -f /run/k.json",
+    "ipython kernel -f /run/k.json", "./bin/train --epochs 3",
+    "bash -c 'python train.py > log'", "python -c 'exec(open(\"train.py\").read())'",
+    "sh -c 'cd src && python train.py'", "R -f fit.R", "R CMD BATCH fit.R",
+    "R --slave -e 'IRkernel::main()' --args /run/k.json", "java -jar x.jar", "node train.js",
+    "snakemake -j 2", "papermill nb.ipynb out.ipynb", "go run .", "matlab -batch train",
+    "python -m torch.distributed.run --nproc_per_node 2 train.py",
+    "python /root/.vscode-server/extensions/ms-python.debugpy/launcher --port 1 -- train.py",
+    "/proj/.venv/bin/python /proj/.venv/bin/my-train --epochs 1", "python -m pytest tests",
+]
+NOT_RUNS = [
+    "python", "python -i", "python3 -q", "ipython", "bash", "bash -i", "bash -l", "-bash",
+    "sh -s", "bash -c 'uname -s'", "bash -ic 'python train.py'",
+    "python -c 'import sys; print(sys.path)'", "python --version", "python -V", "node --version",
+    "python -", "R", "julia", "node", "git status", "vim train.py", "less log",
+    "python -m pip install x", "python -m venv .venv", "python -m onlooker.agent",
+    "/tmp/venv/bin/python /tmp/venv/bin/onlooker start", "onlooker status",
+    "python -m pylsp", "node /x/pyright-langserver.js --stdio", "python -m jupyterlab",
+    "dvc status", "go list ./...", "accelerate config", "ls -la", "cat train.py",
+    "python /root/.vscode-server/extensions/ms-python/python_files/printEnvVariables.py",
+    "/proj/.venv/bin/python /proj/.venv/bin/pip install x", "python -m jedi_language_server",
+    "Rscript -e 'print(1)'", "sudo python train.py", "tensorboard --logdir runs",
+]
+
+
+@pytest.mark.parametrize("cmd", RUNS)
+def test_runs(project: Path, cmd: str) -> None:
+    cmd = cmd.replace("/proj/", f"{project}/")
+    ok, why = is_run(info(cmd, str(project)), project, load(project))
+    assert ok, why
+
+
+@pytest.mark.parametrize("cmd", NOT_RUNS)
+def test_not_runs(project: Path, cmd: str) -> None:
+    cmd = cmd.replace("/proj/", f"{project}/")
+    ok, why = is_run(info(cmd, str(project)), project, load(project))
+    assert not ok, why
+    assert why
+
+
+def test_location(project: Path) -> None:
+    cfg = load(project)
+    outside = str(project.parent / "elsewhere")
+    assert not is_run(info("python train.py", outside), project, cfg)[0]
+    assert is_run(info(f"python {project}/train.py", outside), project, cfg)[0]
+    assert is_run(info("python ../proj/train.py", outside), project, cfg)[0]
+    assert is_run(info(f"python t.py --data={project}/data/in.csv", outside), project, cfg)[0]
+    assert is_run(info("python train.py", str(project / "src")), project, cfg)[0]
+    assert not is_run(info("python train.py", None), project, cfg)[0]
+    # a sibling folder sharing the prefix is not inside
+    assert not is_run(info(f"python {project}x/t.py", outside), project, cfg)[0]
+    assert not is_run(info("", str(project)), project, cfg)[0]
+
+
+def test_config_overrides(project: Path) -> None:
+    (project / ".onlooker").mkdir()
+    (project / ".onlooker" / "config.toml").write_text(
+        '[runs]\nprograms = ["python", "myexp"]\nignore = ["git"]\nignore_modules = ["pkg"]\n')
+    cfg = load(project)
+    assert is_run(info("myexp --x 1", str(project)), project, cfg)[0]
+    assert not is_run(info("make", str(project)), project, cfg)[0]
+    assert not is_run(info("python -m pkg.train", str(project)), project, cfg)[0]
+
+
+def test_shell_one_liner_naming_outside_file_is_not_a_run(project: Path) -> None:
+    ok, why = is_run(info("bash -c 'cat /etc/hostname'", str(project)), project, load(project))
+    assert not ok and "no project file" in why
+
+
+def test_exe_decides_when_argv0_is_rewritten(project: Path) -> None:
+    cfg = load(project)
+    assert is_run(info("train.py --x", str(project), exe="/usr/bin/python3.11"), project, cfg)[0]
+    venv_tool = info(f"{project}/.venv/bin/uv sync", str(project), exe=f"{project}/.venv/bin/uv")
+    assert not is_run(venv_tool, project, cfg)[0]
+
+
+@pytest.mark.parametrize("argv0,exe,name", [
+    ("python3.11", None, "python"), ("/usr/bin/python3", None, "python"), ("pypy3", None, "pypy"),
+    ("-bash", None, "bash"), ("Rscript", None, "Rscript"), ("", "/usr/bin/julia", "julia"),
+    ("go1.21", None, "go"), ("torchrun", None, "torchrun"),
+])
+def test_program_name(argv0: str, exe: str | None, name: str) -> None:
+    assert program_name([argv0], exe) == name
+
+
+@pytest.mark.parametrize("cmd,script", [
+    ("python -u src/train.py a", "src/train.py"), ("python -OO -W ignore train.py", "train.py"),
+    ("python -Wignore -X dev train.py", "train.py"), ("python -- train.py", "train.py"),
+    ("python -m pkg.train", "pkg/train.py"), ("python -m tool", "tool/__main__.py"),
+    ("python -m not_here", None), ("python -c 'print(1)' train.py", None), ("python", None),
+    ("Rscript --vanilla fit.R", "fit.R"), ("bash -e run.sh", "run.sh"), ("julia x.jl", "x.jl"),
+    ("sh -c 'x' run.sh", None), ("torchrun --nnodes 1 src/train.py --a", "src/train.py"),
+    ("mpirun -np 4 python train.py", "train.py"), ("java -jar x.jar", "x.jar"),
+    ("accelerate launch --multi_gpu train.py", "train.py"), ("make all", None),
+])
+def test_script_of(project: Path, cmd: str, script: str | None) -> None:
+    got = script_of(info(cmd, str(project)))
+    assert got == (os.path.join(str(project), script) if script else None)
+
+
+def test_script_of_absolute_and_parent(project: Path) -> None:
+    assert script_of(info("python /abs/t.py", str(project))) == "/abs/t.py"
+    assert script_of(info("python ../t.py", str(project / "src"))) == f"{project}/t.py"
+
+
+@pytest.mark.parametrize("cmd,mode,target,args", [
+    ("python -uc 'x' a", "command", "x", ("a",)), ("python -mpkg a", "module", "pkg", ("a",)),
+    ("bash -eo pipefail run.sh a", "script", "run.sh", ("a",)),
+    ("bash -c -e 'x' zero one", "command", "x", ("zero", "one")),
+    ("Rscript -e 'x'", "command", "x", ()), ("java -cp a.jar Main x", "class", "Main", ("x",)),
+    ("deepspeed --num_gpus=2 t.py --deepspeed c.json", "script", "t.py",
+     ("--deepspeed", "c.json")),
+])
+def test_parse_invocation(cmd: str, mode: str, target: str, args: tuple[str, ...]) -> None:
+    inv = parse_invocation(shlex.split(cmd))
+    assert (inv.mode, inv.target, inv.args) == (mode, target, args)
+
+
+def test_launcher_args_are_kept() -> None:
+    inv = parse_invocation(shlex.split("torchrun --standalone --nproc-per-node 2 t.py --lr 1"))
+    assert inv.launcher == "torchrun"
+    assert inv.launcher_args == ("--standalone", "--nproc-per-node", "2")
+    assert inv.args == ("--lr", "1")

@@ -1,0 +1,323 @@
+"""The inotify source against the real kernel, in temp dirs, with bounded waits."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import queue
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import inotify_simple
+import psutil
+import pytest
+
+from onlooker.agent import events as ev
+from onlooker.agent.config import DEFAULTS
+from onlooker.agent.ignore import Ignore
+from onlooker.agent.sources import inotify as src_mod
+from onlooker.agent.sources.inotify import InotifySource
+
+
+class Harness:
+    def __init__(self, root: Path, reads: bool = True) -> None:
+        self.root = root
+        self.q: queue.Queue = queue.Queue()
+        self.ignore = Ignore(root, exclude=DEFAULTS["watch"]["exclude"], outside_ignore=[])
+        self.src = InotifySource(self.q, root, self.ignore, reads=reads)
+        self.got: list = []
+        self._marks = itertools.count()
+
+    def collect(self, until: Callable[[list], bool], timeout: float = 5.0) -> list:
+        """Gather events until the condition holds; fail after the deadline."""
+        deadline = time.monotonic() + timeout
+        while not until(self.got):
+            if time.monotonic() > deadline:
+                tail = "\n".join(map(repr, self.got[-15:]))
+                raise AssertionError(f"condition not met within {timeout} s; last events:\n{tail}")
+            try:
+                self.got.append(self.q.get(timeout=0.05))
+            except queue.Empty:
+                pass
+        return self.got
+
+    def barrier(self) -> list:
+        """Write a marker file and wait for it: everything before it has arrived."""
+        mark = self.root / f".mark{next(self._marks)}"
+        mark.write_text("m")
+        path = str(mark)
+        self.collect(lambda got: any(e.path == path and e.op == ev.CLOSE_WRITE
+                                     for e in got if isinstance(e, ev.FileEvent)))
+        return [e for e in self.got if not getattr(e, "path", "").startswith(
+            str(self.root / ".mark"))]
+
+    def ops(self, path: Path | str) -> list[str]:
+        return [e.op for e in self.got if isinstance(e, ev.FileEvent) and e.path == str(path)]
+
+    def has(self, op: str, path: Path | str) -> Callable[[list], bool]:
+        return lambda got: op in self.ops(path)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "a.csv").write_text("1,2\n")
+    return root.resolve()
+
+
+@pytest.fixture
+def h(project: Path) -> Iterator[Harness]:
+    harness = Harness(project)
+    harness.src.start()
+    yield harness
+    started = time.monotonic()
+    harness.src.stop()
+    assert time.monotonic() - started < 0.6
+    assert not harness.src._thread.is_alive()
+
+
+def test_write_close_read_and_delete(h: Harness) -> None:
+    f = h.root / "data" / "new.csv"
+    f.write_text("x")
+    h.collect(h.has(ev.CLOSE_WRITE, f))
+    assert h.ops(f)[:3] == [ev.CREATE, ev.OPEN, ev.CLOSE_WRITE]
+    f.read_text()
+    h.collect(h.has(ev.CLOSE_NOWRITE, f))
+    f.unlink()
+    h.collect(h.has(ev.DELETE, f))
+    assert h.ops(f) == [ev.CREATE, ev.OPEN, ev.CLOSE_WRITE, ev.OPEN, ev.CLOSE_NOWRITE, ev.DELETE]
+    assert all(e.pid is None for e in h.got if isinstance(e, ev.FileEvent))
+
+
+def test_rename_of_a_temp_file_pairs_by_cookie(h: Harness) -> None:
+    tmp, final = h.root / "data" / ".model.pt.tmp", h.root / "data" / "model.pt"
+    tmp.write_bytes(b"weights")
+    os.replace(tmp, final)
+    h.collect(h.has(ev.MOVED_TO, final))
+    (moved_from,) = [e for e in h.got if e.op == ev.MOVED_FROM]
+    (moved_to,) = [e for e in h.got if e.op == ev.MOVED_TO]
+    assert moved_from.path == str(tmp) and moved_to.path == str(final)
+    assert moved_from.cookie == moved_to.cookie != 0
+
+
+def test_files_in_a_new_folder_are_never_lost(h: Harness) -> None:
+    expected = set()
+    for i in range(40):
+        sub = h.root / f"run{i}" / "ckpt"
+        sub.mkdir(parents=True)
+        for name in ("a.pt", "b.pt"):
+            (sub / name).write_bytes(b"w")
+            expected.add(str(sub / name))
+
+    def all_written(got: list) -> bool:
+        return expected <= {e.path for e in got if getattr(e, "op", None) == ev.CLOSE_WRITE}
+
+    h.collect(all_written)
+    assert h.src.watch_count == 2 + 80
+
+
+def test_own_reads_are_dropped_and_others_kept(h: Harness) -> None:
+    f = h.root / "data" / "a.csv"
+    with h.src.own_read(str(f)):
+        with open(f) as fh:
+            fh.read()
+    h.src.expect_own_read(str(f))
+    f.read_bytes()
+    assert h.barrier() == [] and h.ops(f) == []
+    # A user's open queued before the agent's stays the user's.
+    user = open(f)
+    h.src.expect_own_read(str(f))
+    f.read_bytes()
+    user.close()
+    h.barrier()
+    assert h.ops(f) == [ev.OPEN, ev.CLOSE_NOWRITE]
+    # A failed own open takes its credit back: the next user read is reported.
+    missing = h.root / "data" / "gone.csv"
+    with pytest.raises(FileNotFoundError), h.src.own_read(str(missing)):
+        open(missing)
+    missing.write_text("now")
+    missing.read_text()
+    h.collect(h.has(ev.CLOSE_NOWRITE, missing))
+    assert h.ops(missing).count(ev.OPEN) == 2
+
+
+def test_walking_the_tree_raises_no_file_events(h: Harness) -> None:
+    from onlooker.agent import scan
+
+    (h.root / "a" / "b").mkdir(parents=True)
+    (h.root / "a" / "b" / "f.txt").write_text("x")
+    h.barrier()
+    h.got.clear()
+    assert len(list(scan.walk(h.root, h.ignore))) >= 2
+    assert h.barrier() == []
+
+
+def test_skipped_folders_are_silent(h: Harness) -> None:
+    (h.root / ".git").mkdir()
+    (h.root / ".git" / "index").write_text("x")
+    env = h.root / "myenv"
+    env.mkdir()
+    (env / "pyvenv.cfg").write_text("home = /usr\n")
+    h.collect(lambda got: h.src.watch_count == 2 and str(env) not in h.src._path_wd)
+    (env / "lib").mkdir()
+    (env / "lib" / "mod.py").write_text("x")
+    (h.root / "src" / "__pycache__").mkdir(parents=True)
+    (h.root / "src" / "__pycache__" / "m.pyc").write_bytes(b"x")
+    quiet = [e for e in h.barrier() if ".git" in e.path or "/lib/" in e.path
+             or "__pycache__" in e.path]
+    assert quiet == []
+    assert str(env) not in h.src._path_wd
+
+
+def test_folder_rename_keeps_watching_under_the_new_name(h: Harness) -> None:
+    old = h.root / "out" / "tmp-ckpt"
+    (old / "sub").mkdir(parents=True)
+    (old / "sub" / "w.pt").write_text("w")
+    h.collect(h.has(ev.CLOSE_WRITE, old / "sub" / "w.pt"))
+    new = h.root / "out" / "ckpt-1"
+    os.rename(old, new)
+    h.collect(h.has(ev.MOVED_TO, new / "sub" / "w.pt"))
+    frm = [e for e in h.got if e.op == ev.MOVED_FROM and e.path == str(old / "sub" / "w.pt")]
+    to = [e for e in h.got if e.op == ev.MOVED_TO and e.path == str(new / "sub" / "w.pt")]
+    assert frm[0].cookie == to[0].cookie
+    (new / "sub" / "later.pt").write_text("x")
+    h.collect(h.has(ev.CLOSE_WRITE, new / "sub" / "later.pt"))
+    assert str(new / "sub") in h.src._path_wd and str(old / "sub") not in h.src._path_wd
+
+
+def test_folder_moved_out_asks_for_a_rescan(h: Harness, tmp_path: Path) -> None:
+    gone = h.root / "leaving"
+    (gone / "inner").mkdir(parents=True)
+    h.barrier()
+    before = h.src.watch_count
+    os.rename(gone, tmp_path / "elsewhere")
+    h.collect(lambda got: any(isinstance(e, ev.Overflow) for e in got))
+    h.collect(lambda got: h.src.watch_count == before - 2)
+    (tmp_path / "elsewhere" / "inner" / "x").write_text("x")
+    assert not any(getattr(e, "path", "").startswith(str(tmp_path / "elsewhere"))
+                   for e in h.barrier())
+
+
+def test_onlookerignore_change_unwatches_and_silences(h: Harness) -> None:
+    (h.root / "scratch").mkdir()
+    h.barrier()
+    assert str(h.root / "scratch") in h.src._path_wd
+    (h.root / ".onlookerignore").write_text("scratch/\n*.tmp\n")
+    h.collect(lambda got: str(h.root / "scratch") not in h.src._path_wd)
+    (h.root / "scratch" / "x.csv").write_text("x")
+    (h.root / "data" / "y.tmp").write_text("x")
+    assert [e for e in h.barrier() if "scratch" in e.path or e.path.endswith(".tmp")] == []
+
+
+def test_stop_is_prompt_and_idle_costs_nothing(h: Harness) -> None:
+    h.barrier()
+    thread = psutil.Process().threads()
+    native = h.src._thread.native_id
+    before = sum(t.user_time + t.system_time for t in thread if t.id == native)
+    time.sleep(1.0)  # measuring idle cost, not synchronising
+    after = sum(t.user_time + t.system_time for t in psutil.Process().threads()
+                if t.id == native)
+    assert after - before < 0.02
+
+
+def test_watch_limit_is_reported_and_the_source_keeps_going(
+    project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (project / "full").mkdir()
+
+    class Limited(inotify_simple.INotify):
+        def add_watch(self, path, mask):
+            if str(path).endswith("/full"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().add_watch(path, mask)
+
+    monkeypatch.setattr(src_mod, "INotify", Limited)
+    h = Harness(project)
+    h.src.start()
+    try:
+        assert "inotify watch limit reached" in (h.src.problem or "")
+        assert "fs.inotify.max_user_watches" in caplog.text
+        h.collect(lambda got: any(isinstance(e, ev.Overflow) for e in got))
+        (project / "data" / "still.csv").write_text("x")
+        h.collect(h.has(ev.CLOSE_WRITE, project / "data" / "still.csv"))
+    finally:
+        h.src.stop()
+
+
+QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+def test_overflow_is_reported_and_folders_made_meanwhile_get_watched(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    try:
+        original = QUEUE_LIMIT.read_text()
+        QUEUE_LIMIT.write_text(original)
+    except OSError:
+        pytest.skip("cannot set fs.inotify.max_queued_events (needs root)")
+
+    class TinyQueue(inotify_simple.INotify):
+        def __init__(self, *a, **kw):
+            # The limit is read when the instance is made: lower it for this one only.
+            QUEUE_LIMIT.write_text("16")
+            try:
+                super().__init__(*a, **kw)
+            finally:
+                QUEUE_LIMIT.write_text(original)
+
+    monkeypatch.setattr(src_mod, "INotify", TinyQueue)
+    h = Harness(project)
+    h.src.start()
+    try:
+        assert QUEUE_LIMIT.read_text() == original
+        late = project / "made-during-overflow"
+        # Hold the reader off the fd so the tiny queue surely overflows.
+        with h.src._lock:
+            for i in range(100):
+                (project / "data" / f"f{i}").write_text("x")
+            late.mkdir()
+        h.collect(lambda got: any(isinstance(e, ev.Overflow) for e in got))
+        h.collect(lambda got: str(late) in h.src._path_wd)
+        (late / "after.csv").write_text("x")
+        h.collect(h.has(ev.CLOSE_WRITE, late / "after.csv"))
+    finally:
+        h.src.stop()
+
+
+def test_structure_only_mode_reports_no_reads(project: Path) -> None:
+    h = Harness(project, reads=False)
+    h.src.start()
+    try:
+        f = project / "data" / "a.csv"
+        f.read_text()
+        out = project / "data" / "b.csv"
+        out.write_text("x")
+        h.collect(h.has(ev.CLOSE_WRITE, out))
+        assert h.ops(out) == [ev.CREATE, ev.CLOSE_WRITE]
+        assert h.ops(f) == []
+    finally:
+        h.src.stop()
+
+
+def test_a_folder_deleted_and_made_again_is_watched_again(h: Harness) -> None:
+    import shutil
+
+    d = h.root / "out"
+    (d / "sub").mkdir(parents=True)
+    h.barrier()
+    shutil.rmtree(d)
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "again.txt").write_text("x")
+    h.collect(h.has(ev.CLOSE_WRITE, d / "sub" / "again.txt"))
+    h.collect(lambda got: h.src.watch_count == 4)  # root, data, out, out/sub
+    (d / "sub" / "later.txt").write_text("x")
+    h.collect(h.has(ev.CLOSE_WRITE, d / "sub" / "later.txt"))
+
+
+def test_a_missing_project_is_a_clear_error(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "nope")
+    with pytest.raises(src_mod.WatchError, match="cannot watch the project folder"):
+        h.src.start()

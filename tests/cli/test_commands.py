@@ -1,0 +1,250 @@
+"""The CLI against a stand-in catalog: init, runs, show, status, stop, and error handling."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from .conftest import make_run
+
+CONTRACT = {"id", "command", "cwd", "status", "exit_code", "signal", "started_at", "ended_at",
+            "duration", "params", "inputs", "outputs", "code", "git", "tier"}
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("onlooker: ")
+    assert result.stdout == ""
+    return lines[0]
+
+
+@pytest.fixture
+def project(tmp_path: Path, fake_catalog, invoke) -> Path:
+    assert invoke("init", str(tmp_path)).exit_code == 0
+    return tmp_path
+
+
+def test_init_creates_store_and_is_idempotent(tmp_path: Path, fake_catalog, invoke) -> None:
+    first = invoke("init", str(tmp_path))
+    assert first.exit_code == 0, first.stderr
+    assert "instrumented" in first.stdout
+    store = tmp_path / ".onlooker"
+    assert (store / "catalog.db").exists()
+    assert (store / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert "[capture]" in (store / "config.toml").read_text()
+    (store / "config.toml").write_text("[capture]\npoll_hz = 10\n")  # a person edited it
+    second = invoke("init", str(tmp_path))
+    assert second.exit_code == 0
+    assert "already instrumented" in second.stdout
+    assert (store / "config.toml").read_text() == "[capture]\npoll_hz = 10\n"
+
+
+def test_init_defaults_to_cwd_and_creates_missing_dir(
+    tmp_path: Path, fake_catalog, invoke, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert invoke("init").exit_code == 0
+    assert (tmp_path / ".onlooker").is_dir()
+    assert invoke("init", "new/sub").exit_code == 0
+    assert (tmp_path / "new" / "sub" / ".onlooker").is_dir()
+
+
+@pytest.mark.parametrize("args", [["runs"], ["show", "last"], ["status"], ["stop"], ["start"],
+                                  ["watch"], ["runs", "--json"]])
+def test_not_instrumented_is_one_line_and_exit_1(
+    tmp_path: Path, fake_catalog, invoke, args
+) -> None:
+    line = one_error_line(invoke("-C", str(tmp_path), *args))
+    assert "not in an instrumented project" in line and "onlooker init" in line
+
+
+def test_project_found_upward_from_cwd(project: Path, invoke, monkeypatch, fake_catalog) -> None:
+    fake_catalog.stored.append(make_run(1))
+    sub = project / "src" / "deep"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    result = invoke("runs", "--json")
+    assert result.exit_code == 0
+    assert [r["id"] for r in json.loads(result.stdout)] == [1]
+
+
+def test_runs_empty_prints_hint(project: Path, invoke) -> None:
+    result = invoke("-C", str(project), "runs")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "no runs yet" in result.stderr
+    assert json.loads(invoke("-C", str(project), "runs", "--json").stdout) == []
+
+
+def test_runs_table_and_json(project: Path, invoke, fake_catalog, monkeypatch) -> None:
+    fake_catalog.stored += [
+        make_run(1),
+        make_run(2, status="failed", exit_code=3,
+                 command=["python", "train.py", "--comment", "x" * 300]),
+        make_run(3, status="running", exit_code=None, ended_at=None, duration=None),
+    ]
+    monkeypatch.setenv("COLUMNS", "100")
+    result = invoke("-C", str(project), "runs")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "STARTED", "DURATION", "COMMAND", "IN", "OUT"]
+    assert [line.split()[0] for line in lines[1:]] == ["3", "2", "1"]  # newest first
+    assert "failed (3)" in lines[2]
+    assert "1m05s" in lines[3]
+    assert all(len(line) <= 100 for line in lines)
+    assert "…" in lines[2]  # the long command was cut to the width
+    assert lines[3].split()[-2:] == ["1", "2"]  # IN / OUT counts
+
+    data = json.loads(invoke("-C", str(project), "runs", "--json").stdout)
+    assert [r["id"] for r in data] == [3, 2, 1]
+    assert all(CONTRACT <= set(r) for r in data)
+    assert data[1]["command"][-1] == "x" * 300  # JSON is exact, never cut
+
+    failed = json.loads(invoke("-C", str(project), "runs", "--json", "--status", "failed").stdout)
+    assert [r["id"] for r in failed] == [2]
+    limited = invoke("-C", str(project), "runs", "-n", "2")
+    assert len(limited.stdout.splitlines()) == 3
+    assert "--all" in limited.stderr
+    assert len(invoke("-C", str(project), "runs", "--all").stdout.splitlines()) == 4
+
+
+def test_runs_rejects_bad_options(project: Path, invoke) -> None:
+    for args in (["--status", "nope"], ["--limit", "0"], ["--bogus"]):
+        result = invoke("-C", str(project), "runs", *args)
+        assert result.exit_code == 2, args
+        assert "Traceback" not in result.stderr
+
+
+def test_show_table(project: Path, invoke, fake_catalog) -> None:
+    fake_catalog.stored.append(make_run(1))
+    result = invoke("-C", str(project), "show", "1")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    for title in ("run 1", "params", "inputs", "outputs", "code", "git", "env", "steps"):
+        assert f"\n{title}\n" in f"\n{out}\n" or out.startswith(title), title
+    assert "python src/train.py data/features model.pkl --n-est 50" in out
+    assert "params.yaml:train.seed  7" in out
+    assert "model.pkl     model    2.0 KiB  " + "cd" * 6 in out
+    assert "cd" * 7 not in out  # hashes shown short
+    assert "120.6 KiB" in out
+    assert "3.11.4 (/usr/bin/python3)" in out and "packages  2" in out
+    assert "dirty   yes" in out
+    make_line = next(line for line in out.splitlines() if "make train" in line)
+    child_line = next(line for line in out.splitlines() if "└ python src/train.py" in line)
+    assert make_line.index("make") < child_line.index("python")  # the tree is indented
+
+
+def test_show_json_has_the_contract(project: Path, invoke, fake_catalog) -> None:
+    fake_catalog.stored.append(make_run(1))
+    data = json.loads(invoke("-C", str(project), "show", "1", "--json").stdout)
+    assert CONTRACT | {"env", "steps"} <= set(data)
+    assert data["inputs"][0] == {"path": "data/features/train.pkl", "hash": "blake3:" + "ab" * 32,
+                                 "size": 123456, "kind": "dataset"}
+
+
+def test_show_last_and_nth_newest(project: Path, invoke, fake_catalog) -> None:
+    fake_catalog.stored += [make_run(1), make_run(2), make_run(3)]
+    for ref, expected in (("last", 3), ("-1", 3), ("-2", 2), ("-3", 1)):
+        result = invoke("-C", str(project), "show", ref, "--json")
+        assert result.exit_code == 0, (ref, result.stderr)
+        assert json.loads(result.stdout)["id"] == expected
+    line = one_error_line(invoke("-C", str(project), "show", "-4"))
+    assert "only 3 runs" in line
+
+
+def test_show_minimal_run_renders(project: Path, invoke, fake_catalog) -> None:
+    fake_catalog.stored.append(make_run(1, params={}, inputs=[], outputs=[], code=[], git=None,
+                                        env={}, steps=[], duration=None, ended_at=None,
+                                        status="lost", exit_code=None))
+    result = invoke("-C", str(project), "show", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "(none)" in result.stdout and "not a git repository" in result.stdout
+
+
+def test_show_unknown_run(project: Path, invoke, fake_catalog) -> None:
+    line = one_error_line(invoke("-C", str(project), "show", "42"))
+    assert "no run 42" in line
+    line = one_error_line(invoke("-C", str(project), "show", "last"))
+    assert "no runs yet" in line
+    result = invoke("-C", str(project), "show", "--bogus")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+
+
+def test_status_without_agent(project: Path, invoke) -> None:
+    result = invoke("-C", str(project), "status")
+    assert result.exit_code == 0, result.stderr
+    assert "not running" in result.stdout
+    assert "runs 0" in result.stdout
+    data = json.loads(invoke("-C", str(project), "status", "--json").stdout)
+    assert data["running"] is False and data["pid"] is None
+    assert data["catalog"] == {"runs": 0, "versions": 3}
+    assert data["project"] == str(project.resolve())
+
+
+def test_stop_without_agent_exits_0(project: Path, invoke) -> None:
+    result = invoke("-C", str(project), "stop")
+    assert result.exit_code == 0
+    assert "the agent is not running" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[capture\n", "not valid TOML"),
+    ("[capture]\nprocess = \"magic\"\n", "capture.process"),
+    ("[nope]\nx = 1\n", "unknown setting 'nope'"),
+])
+def test_bad_config_file(project: Path, invoke, text: str, words: str) -> None:
+    (project / ".onlooker" / "config.toml").write_text(text)
+    for command in ("start", "watch"):
+        line = one_error_line(invoke("-C", str(project), command))
+        assert words in line
+    assert not (project / ".onlooker" / "agent.pid").exists()
+
+
+def test_store_error_is_one_line(project: Path, invoke, fake_catalog, monkeypatch) -> None:
+    from onlooker.store.errors import CatalogCorrupt
+
+    def broken(self, **kw):
+        raise CatalogCorrupt("the catalog /x/catalog.db is damaged:\nfile is not a database")
+
+    monkeypatch.setattr(fake_catalog, "runs", broken)
+    line = one_error_line(invoke("-C", str(project), "runs"))
+    assert "damaged: file is not a database" in line
+
+
+def test_oserror_is_one_line(tmp_path: Path, invoke, fake_catalog, monkeypatch) -> None:
+    def denied(project):
+        raise PermissionError(13, "Permission denied", str(project / ".onlooker"))
+
+    monkeypatch.setattr(fake_catalog, "init", denied)
+    line = one_error_line(invoke("init", str(tmp_path)))
+    assert "Permission denied" in line and ".onlooker" in line
+
+
+def test_every_command_has_help(invoke) -> None:
+    from onlooker.cli.main import cli
+
+    for name, command in cli.commands.items():
+        assert command.help, name
+        assert invoke(name, "--help").exit_code == 0
+
+
+def test_status_of_crashed_agent(project: Path, invoke) -> None:
+    import subprocess
+    import time
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (project / ".onlooker" / "agent.json").write_text(json.dumps(
+        {"pid": dead.pid, "state": "watching", "started_at": time.time() - 99,
+         "updated_at": time.time() - 300}))
+    (project / ".onlooker" / "agent.pid").write_text(f"{dead.pid}\n")
+    result = invoke("-C", str(project), "status")
+    assert result.exit_code == 0
+    assert re.search(r"not running \(last seen 5m0\ds ago; it did not stop cleanly",
+                     result.stdout), result.stdout

@@ -1,0 +1,277 @@
+"""Catalog: schema and migrations, write/read round trip, ordering, idempotence, WAL readers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from onlooker.store import schema
+from onlooker.store.catalog import Catalog
+from onlooker.store.errors import (
+    CatalogCorrupt,
+    NoSuchRun,
+    NotInitialized,
+    SchemaTooNew,
+    StoreError,
+)
+
+H1 = "blake3:" + "1" * 64
+H2 = "blake3:" + "2" * 64
+H3 = "blake3:" + "3" * 64
+T0 = 1_795_000_000.0
+RUN_KEYS = {"id", "command", "cwd", "status", "exit_code", "signal", "started_at", "ended_at",
+            "duration", "params", "inputs", "outputs", "code", "git", "tier"}
+
+
+@pytest.fixture
+def cat(tmp_path):
+    c = Catalog.init(tmp_path)
+    yield c
+    c.close()
+
+
+def new_run(cat, started_at=T0, command=("python", "train.py")):
+    return cat.begin_run(command=list(command), cwd=str(cat.project), exe="/usr/bin/python3",
+                         pid=4242, pid_start=99, user="ana", hostname="box",
+                         started_at=started_at, tier="netlink")
+
+
+def test_init_creates_wal_catalog_and_is_idempotent(tmp_path):
+    c = Catalog.init(tmp_path)
+    c.close()
+    assert (tmp_path / ".onlooker" / "catalog.db").is_file()
+    assert (tmp_path / ".onlooker" / "objects").is_dir()
+    conn = sqlite3.connect(tmp_path / ".onlooker" / "catalog.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    again = Catalog(tmp_path / ".onlooker")  # re-running migrations changes nothing
+    assert schema.version(again._conn) == schema.LATEST
+    again.close()
+    assert schema.migrate(sqlite3.connect(tmp_path / ".onlooker" / "catalog.db"), "x") == 1
+
+
+def test_missing_project(tmp_path):
+    with pytest.raises(NotInitialized, match="onlooker init"):
+        Catalog(tmp_path / ".onlooker", readonly=True)
+    with pytest.raises(NotInitialized, match=str(tmp_path)):
+        Catalog.find(tmp_path / "a" / "b")
+
+
+def test_find_walks_up(tmp_path):
+    Catalog.init(tmp_path).close()
+    deep = tmp_path / "src" / "models"
+    deep.mkdir(parents=True)
+    c = Catalog.find(deep)
+    assert c.project == tmp_path and c.readonly
+    c.close()
+
+
+def test_not_sqlite_and_newer_schema(tmp_path):
+    store = tmp_path / ".onlooker"
+    store.mkdir()
+    (store / "catalog.db").write_bytes(b"this is not a database at all" * 100)
+    for readonly in (False, True):
+        with pytest.raises(CatalogCorrupt, match="not a usable onlooker catalog"):
+            Catalog(store, readonly=readonly)
+    (store / "catalog.db").unlink()
+    Catalog(store).close()
+    conn = sqlite3.connect(store / "catalog.db")
+    conn.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+    conn.close()
+    for readonly in (False, True):
+        with pytest.raises(SchemaTooNew, match="upgrade onlooker"):
+            Catalog(store, readonly=readonly)
+
+
+def test_round_trip(cat):
+    run = new_run(cat, command=["python", "train.py", "--lr", "0.1"])
+    root = cat.project
+    with cat.transaction():
+        step = cat.add_step(run, pid=4243, ppid=4242, parent_step_id=None,
+                            argv=["python", "prep.py"], cwd=str(root), exe=None,
+                            started_at=T0 + 1)
+        step2 = cat.add_step(run, pid=4244, ppid=4242, parent_step_id=step,
+                             argv=["python", "fit.py"], cwd=str(root), exe=None,
+                             started_at=T0 + 2)
+        data = cat.add_version(str(root / "data" / "train.csv"), hash=H1, size=10, mtime_ns=1,
+                               kind="dataset", stored=True, created_at=T0)
+        code = cat.add_version("train.py", hash=H2, size=20, mtime_ns=2, kind="code",
+                               stored=True, created_at=T0)
+        model = cat.add_version(str(root / "model.pt"), hash=H3, size=30, mtime_ns=3,
+                                kind="model", stored=False, created_at=T0 + 3)
+        outside = cat.add_version("/srv/shared/vocab.txt", hash=H2, size=20, mtime_ns=2,
+                                  kind="other", stored=False, created_at=T0)
+        cat.link(run, data, "input", step)
+        cat.link(run, data, "input", step2)  # two steps read one file
+        cat.link(run, outside, "input")
+        cat.link(run, code, "code")
+        cat.link(run, model, "output", step2)
+        cat.link(run, model, "output", step2)  # idempotent
+        params = {"lr": (0.1, "argv"), "epochs": (10, "argv"), "name": ("x", "argv"),
+                  "layers": ([64, 32], "config.yaml"), "flag": (True, "argv"),
+                  "none": (None, "argv"), "nested": ({"a": 1.0}, "config.yaml")}
+        cat.set_params(run, params)
+        env = cat.put_env({"python": "3.11", "packages": {"torch": "2.5"}})
+        cat.update_step(step, status="ok", exit_code=0, ended_at=T0 + 1.5)
+        cat.update_run(run, status="ok", exit_code=0, ended_at=T0 + 10.25, env_id=env,
+                       git_commit="abc123", git_branch="main", git_dirty=True, git_diff=H1)
+    assert cat.put_env({"packages": {"torch": "2.5"}, "python": "3.11"}) == env  # dedup
+
+    r = cat.run(run)
+    assert set(r) == RUN_KEYS | {"env", "steps"}
+    assert r["command"] == ["python", "train.py", "--lr", "0.1"]
+    assert r["status"] == "ok" and r["exit_code"] == 0 and r["signal"] is None
+    assert r["started_at"].endswith("Z") and r["duration"] == 10.25
+    assert r["params"] == {k: v for k, (v, _) in params.items()}
+    assert type(r["params"]["epochs"]) is int and type(r["params"]["lr"]) is float
+    assert [f["path"] for f in r["inputs"]] == ["/srv/shared/vocab.txt", "data/train.csv"]
+    assert r["inputs"][1] == {"path": "data/train.csv", "hash": H1, "size": 10,
+                              "kind": "dataset"}
+    assert [f["path"] for f in r["outputs"]] == ["model.pt"]
+    assert [f["path"] for f in r["code"]] == ["train.py"]
+    assert r["env"] == {"python": "3.11", "packages": {"torch": "2.5"}}
+    assert r["git"] == {"commit": "abc123", "branch": "main", "dirty": True, "diff": H1}
+    assert [s["argv"][1] for s in r["steps"]] == ["prep.py", "fit.py"]
+    s1, s2 = r["steps"]
+    assert s1["inputs"] == ["data/train.csv"] and s1["outputs"] == [] and s1["status"] == "ok"
+    assert s2["parent"] == s1["id"] and s2["outputs"] == ["model.pt"]
+    assert s2["ended_at"] is None and s2["status"] == "running"
+    assert cat.writers(H3) == [{"run_id": run, "step_id": step2, "path": "model.pt"}]
+    assert cat.versions("model.pt")[0]["run_id"] == run  # linking an output names its producer
+
+
+def test_runs_order_filter_and_contents(cat):
+    ids = [new_run(cat, started_at=T0 + i) for i in range(5)]
+    cat.update_run(ids[1], status="failed", exit_code=1, ended_at=T0 + 50)
+    v = cat.add_version("a.txt", hash=H1, size=1, mtime_ns=1, kind="other", stored=False,
+                        created_at=T0)
+    cat.link(ids[1], v, "output")
+    cat.set_params(ids[1], {"k": ("v", "argv")})
+    runs = cat.runs()
+    assert [r["id"] for r in runs] == ids[::-1]
+    assert all(set(r) == RUN_KEYS for r in runs)
+    assert [r["id"] for r in cat.runs(limit=2)] == ids[:2:-1][:2]
+    failed = cat.runs(status="failed")
+    assert [r["id"] for r in failed] == [ids[1]]
+    assert failed[0]["outputs"][0]["path"] == "a.txt" and failed[0]["params"] == {"k": "v"}
+    assert [r["id"] for r in cat.runs(status="running", limit=1)] == [ids[4]]
+    assert cat.runs(status="nope") == []
+    assert [r["id"] for r in cat.open_runs()] == [i for i in ids if i != ids[1]]
+    assert cat.open_runs()[0].keys() >= {"id", "pid", "pid_start", "started_at"}
+
+
+def test_runs_fast_with_ten_thousand(cat):
+    v = cat.add_version("data.csv", hash=H1, size=1, mtime_ns=1, kind="dataset",
+                        stored=False, created_at=T0)
+    with cat.transaction():
+        for i in range(10_000):
+            run = new_run(cat, started_at=T0 + i)
+            cat.link(run, v, "input")
+            cat.set_params(run, {"lr": (i / 10, "argv"), "seed": (i, "argv")})
+    start = time.perf_counter()
+    runs = cat.runs()
+    elapsed = time.perf_counter() - start
+    assert len(runs) == 10_000 and runs[0]["params"]["seed"] == 9_999
+    assert runs[-1]["inputs"][0]["path"] == "data.csv"
+    assert elapsed < 3.0, elapsed
+
+
+def test_add_version_idempotent_and_latest(cat):
+    run = new_run(cat)
+    a = cat.add_version("m.txt", hash=H1, size=1, mtime_ns=1, kind="other", stored=False,
+                        created_at=T0)
+    assert cat.add_version(str(cat.project / "m.txt"), hash=H1, size=1, mtime_ns=1,
+                           kind="metrics", stored=True, created_at=T0 + 1, run_id=run) == a
+    b = cat.add_version("m.txt", hash=H2, size=2, mtime_ns=2, kind="metrics", stored=False,
+                        created_at=T0 + 2)
+    assert b != a
+    assert cat.latest_version("m.txt") == {"hash": H2, "size": 2, "mtime_ns": 2}
+    cat.add_version("m.txt", hash=H1, size=1, mtime_ns=3, kind="metrics", stored=False,
+                    created_at=T0 + 3)  # the content went back to the first one
+    assert cat.latest_version("m.txt") == {"hash": H1, "size": 1, "mtime_ns": 3}
+    history = cat.versions("m.txt")
+    assert [v["hash"] for v in history] == [H1, H2]
+    assert history[0]["run_id"] == run and history[0]["stored"] is True
+    assert history[0]["kind"] == "metrics"
+    assert cat.latest_version("other.txt") is None
+    assert cat.counts() == {"runs": 1, "steps": 0, "assets": 1, "versions": 2, "objects": 1,
+                            "objects_bytes": 1}
+
+
+def test_relpath(cat):
+    root = cat.project
+    assert cat.relpath(str(root / "a" / "b.csv")) == "a/b.csv"
+    assert cat.relpath("a/./b.csv") == "a/b.csv"
+    assert cat.relpath("/elsewhere/x") == "/elsewhere/x"
+    assert cat.relpath(str(root) + "x/y") == str(root) + "x/y"  # a sibling, not inside
+
+
+def test_errors(cat, tmp_path):
+    with pytest.raises(NoSuchRun):
+        cat.run(12345)
+    with pytest.raises(NoSuchRun):
+        cat.update_run(12345, status="ok")
+    with pytest.raises(ValueError):
+        cat.update_run(new_run(cat), bogus=1)
+    with pytest.raises(ValueError):
+        cat.link(1, 1, "reads")
+    with pytest.raises(StoreError):
+        cat.link(999, 999, "input")  # foreign keys are on
+    reader = Catalog(cat.store_dir, readonly=True)
+    with pytest.raises(StoreError, match="read-only"):
+        new_run(reader)
+    reader.close()
+
+
+def test_transaction_rollback_and_nesting(cat):
+    with pytest.raises(RuntimeError):
+        with cat.transaction():
+            new_run(cat)
+            with cat.transaction():
+                new_run(cat)
+            raise RuntimeError("boom")
+    assert cat.runs() == []
+
+
+def test_stat_cache(cat):
+    assert cat.stat_lookup(1, 2, 3, 4) is None
+    cat.stat_store([(1, 2, 3, 4, H1), (1, 5, 3, 4, H2)])
+    assert cat.stat_lookup(1, 2, 3, 4) == H1
+    assert cat.stat_lookup(1, 2, 3, 5) is None
+    cat.stat_store([(1, 2, 9, 9, H3)])  # same inode, new stat: replaces
+    assert cat.stat_lookup(1, 2, 3, 4) is None and cat.stat_lookup(1, 2, 9, 9) == H3
+
+
+def test_reader_not_blocked_by_writer(cat):
+    new_run(cat)
+    reader = Catalog(cat.store_dir, readonly=True)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def writer():
+        with cat.transaction():
+            new_run(cat, started_at=T0 + 5)
+            holding.set()
+            assert release.wait(10)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert holding.wait(10)
+        start = time.perf_counter()
+        seen = reader.runs()  # no "database is locked", no waiting on busy_timeout
+        assert time.perf_counter() - start < 1.0
+        assert len(seen) == 1  # the open transaction is invisible
+        assert reader.counts()["runs"] == 1
+    finally:
+        release.set()
+        t.join()
+    deadline = time.monotonic() + 5
+    while len(reader.runs()) != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(reader.runs()) == 2
+    reader.close()
