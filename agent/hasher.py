@@ -27,6 +27,7 @@ PRIO_RUN = 0
 PRIO_SCAN = 1
 
 _RETRY_LIMIT = 50  # a file still changing after this many tries is given up on (logged)
+_BATCH = 512  # jobs one worker takes at once: their objects share one sync
 
 
 @dataclass
@@ -186,27 +187,32 @@ class Hasher:
 
     # -- worker side ---------------------------------------------------------
 
-    def _next(self) -> _Job | None:
+    def _next(self) -> list[_Job] | None:
+        """The jobs due now (up to _BATCH), waiting for one if none is; None to stop."""
         with self._cond:
             while not self._stop:
                 now = time.monotonic()
-                while self._heap:
+                out: list[_Job] = []
+                while self._heap and len(out) < _BATCH:
                     prio, due, _, path = self._heap[0]
                     job = self._jobs.get(path)
-                    if job is None or path in self._busy or prio != job.prio:
+                    if job is None or prio != job.prio:
                         heapq.heappop(self._heap)  # stale entry
-                        if job is not None and path in self._busy:
-                            # Re-queued while being hashed: look again once it is done.
-                            heapq.heappush(self._heap, (job.prio, now + 0.05,
-                                                        next(self._seq), path))
-                            break
                         continue
+                    if path in self._busy:
+                        # Asked again while being hashed: look once that is done.
+                        heapq.heappop(self._heap)
+                        heapq.heappush(self._heap, (job.prio, now + 0.05,
+                                                    next(self._seq), path))
+                        break
                     if due > now:
                         break
                     heapq.heappop(self._heap)
                     del self._jobs[path]
                     self._busy.add(path)
-                    return job
+                    out.append(job)
+                if out:
+                    return out
                 wait = 0.5
                 if self._heap:
                     wait = max(0.001, min(wait, self._heap[0][1] - now))
@@ -225,44 +231,53 @@ class Hasher:
                                         next(self._seq), job.path))
             self._cond.notify_all()
 
-    def _done(self, path: str, ev: HashDone) -> None:
-        self._out.put(ev)
-        with self._cond:
-            self._busy.discard(path)
-            self._cond.notify_all()
-
     def _work(self) -> None:
         while True:
-            job = self._next()
-            if job is None:
+            jobs = self._next()
+            if jobs is None:
                 return
+            results: list[HashDone] = []
+            # One batch: small objects share one sync (and a pack); they are readable
+            # once it closes, so the results go out after it.
             try:
-                self._hash(job)
-            except Exception:  # never let one file kill a hasher thread
-                log.exception("hashing %s failed", job.path)
-                self._done(job.path, HashDone(clock.now(), job.path, None, error="internal error"))
+                with self._objects.batch():
+                    for job in jobs:
+                        try:
+                            ev = self._hash(job)
+                        except Exception:  # never let one file kill a hasher thread
+                            log.exception("hashing %s failed", job.path)
+                            ev = HashDone(clock.now(), job.path, None, error="internal error")
+                        if ev is not None:
+                            results.append(ev)
+            except Exception:
+                log.exception("storing a batch of %d objects failed", len(jobs))
+                results = [HashDone(clock.now(), j.path, None, error="store failed")
+                           for j in jobs]
+            for ev in results:
+                self._out.put(ev)
+            with self._cond:
+                for ev in results:
+                    self._busy.discard(ev.path)
+                self._cond.notify_all()
 
-    def _hash(self, job: _Job) -> None:
+    def _hash(self, job: _Job) -> HashDone | None:
+        """The result, or None when the job was put back to wait (not quiet yet)."""
         path = job.path
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            self._done(path, HashDone(clock.now(), path, None, error="vanished"))
-            return
+            return HashDone(clock.now(), path, None, error="vanished")
         except OSError as err:
-            self._done(path, HashDone(clock.now(), path, None, error=err.strerror or str(err)))
-            return
+            return HashDone(clock.now(), path, None, error=err.strerror or str(err))
         age = time.time() - st.st_mtime_ns / 1e9
         if age < self._quiet and job.tries < _RETRY_LIMIT:
             self._requeue(job, self._quiet - max(age, 0.0) + 0.01)
-            return
+            return None
         cached = self._cache.get(st)
         copy = job.copy and (st.st_size <= self._copy_max)
         if cached is not None and (not copy or self._objects.has(cached)):
-            self._done(path, HashDone(clock.now(), path, cached, size=st.st_size,
-                                      mtime_ns=st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino,
-                                      stored=copy))
-            return
+            return HashDone(clock.now(), path, cached, size=st.st_size,
+                            mtime_ns=st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino, stored=copy)
         try:
             if self._side_door is None:
                 res = hash_file(path, store=self._objects if copy else None, copy=copy,
@@ -274,23 +289,18 @@ class Hasher:
         except ChangedWhileHashing:
             if job.tries >= _RETRY_LIMIT:
                 log.warning("giving up on %s: it keeps changing", path)
-                self._done(path, HashDone(clock.now(), path, None, error="keeps changing"))
-            else:
-                self._requeue(job, min(5.0, self._quiet * (1 + job.tries)))
-            return
+                return HashDone(clock.now(), path, None, error="keeps changing")
+            self._requeue(job, min(5.0, self._quiet * (1 + job.tries)))
+            return None
         except FileVanished:
-            self._done(path, HashDone(clock.now(), path, None, error="vanished"))
-            return
+            return HashDone(clock.now(), path, None, error="vanished")
         except NotAFile:
-            self._done(path, HashDone(clock.now(), path, None, error="not a regular file"))
-            return
+            return HashDone(clock.now(), path, None, error="not a regular file")
         except (StoreError, OSError) as err:
             log.warning("cannot hash %s: %s", path, err)
-            self._done(path, HashDone(clock.now(), path, None, error=str(err)))
-            return
+            return HashDone(clock.now(), path, None, error=str(err))
         self._cache.put(res.dev, res.ino, res.size, res.mtime_ns, res.hash)
         self.files_hashed += 1
         self.bytes_hashed += res.size
-        self._done(path, HashDone(clock.now(), path, res.hash, size=res.size,
-                                  mtime_ns=res.mtime_ns, dev=res.dev, ino=res.ino,
-                                  stored=res.stored, head=res.head))
+        return HashDone(clock.now(), path, res.hash, size=res.size, mtime_ns=res.mtime_ns,
+                        dev=res.dev, ino=res.ino, stored=res.stored, head=res.head)

@@ -85,8 +85,8 @@ def _env(env: Any) -> str:
     rows = [
         ("python", f"{py.get('version') or '-'} ({py.get('executable') or '-'})"),
         ("packages", str(len(env.get("packages") or {}))),
-        ("os", _scalar(env.get("os"))),
-        ("cpu", _scalar(env.get("cpu"))),
+        ("os", _os_line(env.get("os"))),
+        ("cpu", _cpu_line(env.get("cpu"))),
         ("memory", human_size(env.get("memory_bytes"))),
         ("gpus", gpu_text),
         ("host", f"{env.get('user') or '-'}@{env.get('hostname') or '-'}"),
@@ -171,3 +171,20 @@ def show(state: AppState, as_json: bool, run_ref: str) -> None:
         emit_json(run)
     else:
         emit(render_run(run))
+
+
+def _os_line(os_info: object) -> str:
+    if not isinstance(os_info, dict):
+        return _scalar(os_info)
+    parts = [os_info.get("distro"), " ".join(
+        str(x) for x in (os_info.get("system"), os_info.get("release")) if x)]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+def _cpu_line(cpu: object) -> str:
+    if not isinstance(cpu, dict):
+        return _scalar(cpu)
+    model, count = cpu.get("model"), cpu.get("count")
+    if model and count:
+        return f"{model} x {count}"
+    return str(model or count or "-")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from .conftest import make_run
 
 CONTRACT = {"id", "command", "cwd", "status", "exit_code", "signal", "started_at", "ended_at",

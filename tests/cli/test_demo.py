@@ -10,10 +10,11 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from .conftest import make_run
 
 from onlooker.cli import demo_project
 from onlooker.cli.commands import demo as demo_cmd
+
+from .conftest import make_run
 
 
 def test_generated_project_runs_clean(tmp_path: Path) -> None:
