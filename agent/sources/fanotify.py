@@ -230,18 +230,19 @@ class FanotifySource:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the reader thread; returns within about half a second."""
-        self._stopping = True
+        """Stop the reader thread once it has passed on what the kernel holds."""
         if self._wake_w >= 0:
             try:
                 os.write(self._wake_w, b"x")
             except OSError:
                 pass
         if self._thread is not None:
-            self._thread.join(timeout=0.5)
+            self._thread.join(timeout=2.0)
             if self._thread.is_alive():
+                self._stopping = True
                 log.warning("fanotify: reader thread did not stop in time")
                 return  # it closes its descriptors itself when it ends
+        self._stopping = True
         self._close()
 
     def _close(self) -> None:
@@ -269,12 +270,13 @@ class FanotifySource:
                 if wake.poll(_GATHER_MS):
                     break
                 self._drain()
+            self._drain()  # asked to stop: pass on what happened before that
         except Exception:  # a bug here must not end file capture silently
             log.exception("fanotify: reader thread failed")
             self._out.put(Overflow(clock.now(), "fanotify"))
         finally:
-            if self._stopping:
-                self._close()
+            self._stopping = True
+            self._close()
 
     def _drain(self) -> None:
         while not self._stopping:

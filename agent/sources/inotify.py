@@ -121,18 +121,19 @@ class InotifySource:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the reader thread; returns within about half a second."""
-        self._stopping = True
+        """Stop the reader thread once it has passed on what the kernel holds."""
         if self._wake_w >= 0:
             try:
                 os.write(self._wake_w, b"x")
             except OSError:
                 pass
         if self._thread is not None:
-            self._thread.join(timeout=0.5)
+            self._thread.join(timeout=2.0)
             if self._thread.is_alive():
+                self._stopping = True
                 log.warning("inotify: reader thread did not stop in time")
                 return  # it closes its descriptors itself when it ends
+        self._stopping = True
         self._close()
 
     def expect_own_read(self, path: str) -> None:
@@ -202,12 +203,16 @@ class InotifySource:
                 if ready and wake.poll(_GATHER_MS):
                     break
                 self._drain()
+            # Asked to stop: what happened before that is still reported (a run's
+            # last closes must reach the catalog).
+            self._drain()
+            self._process_backlog()
         except Exception:  # a bug here must not kill file capture silently
             log.exception("inotify: reader thread failed")
             self._emit(ev.Overflow(clock.now(), "inotify"))
         finally:
-            if self._stopping:
-                self._close()
+            self._stopping = True
+            self._close()
 
     def _close(self) -> None:
         if self._ino is not None and not self._ino.closed:

@@ -211,6 +211,19 @@ class NetlinkProcSource:
                 self._handle(view[:n])
             except Exception:  # one malformed message must not end the source
                 log.exception("netlink proc source: cannot parse a message")
+        # Asked to stop: what the kernel already queued (a run's exit) still counts.
+        try:
+            sock.setblocking(False)
+            while True:
+                n = recv(buf)
+                if not n:
+                    break
+                try:
+                    self._handle(view[:n])
+                except Exception:
+                    log.exception("netlink proc source: cannot parse a message")
+        except OSError:
+            pass
 
     def _handle(self, data: memoryview) -> None:
         offset = 0

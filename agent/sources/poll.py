@@ -48,6 +48,12 @@ class TickingSource:
             return
         self._stop.set()
         thread.join(timeout=2.0)
+        if not thread.is_alive():
+            # One last look, so a run that ended just before the stop is not left open.
+            try:
+                self.tick(clock.now())
+            except Exception:
+                log.exception("%s: final tick failed", self.name)
 
     def cpu_seconds(self) -> float:
         """CPU time the thread has used so far (0.0 when not running)."""
