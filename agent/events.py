@@ -26,6 +26,9 @@ class ProcInfo:
     # assembler attach a process whose parent it never saw (short-lived shells).
     ancestors: tuple[int, ...] = ()
     environ: tuple[tuple[str, str], ...] = ()
+    # Where fd 1 and fd 2 pointed when the process was seen (a path, or None for a
+    # terminal, pipe or socket): a redirected stdout is the run's log.
+    stdio: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,14 @@ class HashDone:
     stored: bool = False
     error: str | None = None
     head: bytes = field(default=b"", repr=False)  # first bytes, for content sniffing
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    """Samples of live runs' process trees: rows of (run id, Unix time, data dict)."""
+
+    t: float
+    rows: tuple[tuple[int, float, dict], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,9 @@ import sqlite_utils
 
 from . import records, schema
 from .errors import CatalogCorrupt, NoSuchRun, NotInitialized, StoreError
+from .metrics import MetricsMixin
 from .objects import ObjectStore, hash_bytes
+from .telemetry import TelemetryMixin
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def _translate(err: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"cannot use the catalog at {path}: {text}")
 
 
-class Catalog:
+class Catalog(TelemetryMixin, MetricsMixin):
     """One project's catalog. The agent's assembler is its only writer; any number of
     readers (CLI, notebooks) may open it at once, read-only, without blocking it."""
 
@@ -361,8 +363,16 @@ class Catalog:
             files = records.group_files(self._execute(
                 f"{_FILES_SQL} WHERE io.run_id IN ({ids}) ORDER BY a.path, v.id", args))
         empty = records.empty_files()
-        return [records.run_dict(r, params.get(r["id"], {}), files.get(r["id"], empty))
-                for r in rows]
+        run_ids = [r["id"] for r in rows]
+        tele = self.telemetry_summaries(run_ids)
+        metrics = self.metrics_for(run_ids)
+        out = []
+        for r in rows:
+            d = records.run_dict(r, params.get(r["id"], {}), files.get(r["id"], empty))
+            d["metrics"] = metrics.get(r["id"], {})
+            d["telemetry"] = tele.get(r["id"])
+            out.append(d)
+        return out
 
     def run(self, run_id: int) -> dict:
         """One run in full: the JSON contract with `env` and `steps`."""
@@ -398,6 +408,8 @@ class Catalog:
             steps.append(records.step_dict(s, slot["input"] + slot["code"], slot["output"]))
         out["env"] = env
         out["steps"] = steps
+        out["metrics"] = self.metrics_of(run_id)
+        out["telemetry"] = self.telemetry_summary(run_id)
         return out
 
     def versions(self, path: str) -> list[dict]:

@@ -99,6 +99,38 @@ MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
     ),
 ]
 
+MIGRATIONS += [
+    (
+        "telemetry: samples of each run's process tree",
+        (
+            # One row per sample, or per bucket once old samples are downsampled.
+            """CREATE TABLE telemetry (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                t REAL NOT NULL,                -- Unix seconds: the sample, or the bucket start
+                span REAL NOT NULL DEFAULT 0,   -- seconds the row covers (0: one raw sample)
+                n INTEGER NOT NULL DEFAULT 1,   -- samples folded into the row
+                data TEXT NOT NULL              -- JSON, see store/telemetry.py
+            )""",
+            "CREATE INDEX telemetry_run ON telemetry(run_id, t)",
+        ),
+    ),
+    (
+        "metrics: numbers runs left in files and logs",
+        (
+            """CREATE TABLE metrics (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                key TEXT NOT NULL,              -- e.g. summary.json:test.f1
+                step REAL,                      -- NULL: a final value
+                value REAL,                     -- NULL with `text` for NaN / inf
+                text TEXT,
+                source TEXT NOT NULL,           -- the file it was read from
+                wall REAL                       -- Unix seconds, where the file says
+            )""",
+            "CREATE INDEX metrics_run ON metrics(run_id, key, step)",
+        ),
+    ),
+]
+
 LATEST = len(MIGRATIONS)
 
 

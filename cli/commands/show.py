@@ -10,6 +10,7 @@ import click
 
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.commands.runs import command_text, status_text
+from onlooker.cli.metrics_view import metrics_sections
 from onlooker.cli.output import (
     CliError,
     emit,
@@ -22,6 +23,7 @@ from onlooker.cli.output import (
     short_hash,
     table,
 )
+from onlooker.cli.telemetry_view import telemetry_sections
 
 _NTH_NEWEST = re.compile(r"-([1-9][0-9]*)")
 
@@ -152,6 +154,8 @@ def render_run(run: dict[str, Any]) -> str:
         section("inputs", _files(run.get("inputs"))),
         section("outputs", _files(run.get("outputs"))),
         section("code", _files(run.get("code"))),
+        *metrics_sections(run),
+        *telemetry_sections(run),
         section("git", _git(run.get("git"))),
         section("env", _env(run.get("env"))),
         section("steps", _steps(run.get("steps"))),

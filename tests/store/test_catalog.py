@@ -23,7 +23,8 @@ H2 = "blake3:" + "2" * 64
 H3 = "blake3:" + "3" * 64
 T0 = 1_795_000_000.0
 RUN_KEYS = {"id", "command", "cwd", "status", "exit_code", "signal", "started_at", "ended_at",
-            "duration", "params", "inputs", "outputs", "code", "git", "tier"}
+            "duration", "params", "inputs", "outputs", "code", "git", "tier", "metrics",
+            "telemetry"}
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_init_creates_wal_catalog_and_is_idempotent(tmp_path):
     again = Catalog(tmp_path / ".onlooker")  # re-running migrations changes nothing
     assert schema.version(again._conn) == schema.LATEST
     again.close()
-    assert schema.migrate(sqlite3.connect(tmp_path / ".onlooker" / "catalog.db"), "x") == 1
+    assert schema.migrate(sqlite3.connect(tmp_path / ".onlooker" / "catalog.db"), "x") == schema.LATEST
 
 
 def test_missing_project(tmp_path):
