@@ -96,7 +96,7 @@ class Assembler:
         tier: str = "",
         agent_started: float = 0.0,
         pids_known: bool = False,
-        never: set[int] | None = None,
+        never: set[tuple[int, int]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.project = cfg.project
@@ -179,11 +179,13 @@ class Assembler:
         """Adopt a run the catalog has open whose root process is still alive."""
         run = Run(db_id=row["id"], root_pid=info.pid, root_start=info.start_ticks, info=info,
                   started=info.started, reattached=True)
-        step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,
-                                        parent_step_id=None,
-                                        argv=secrets.redact_argv(list(info.argv)),
-                                        cwd=info.cwd, exe=info.exe,
-                                        started_at=clock.to_wall(info.started))
+        step_id = row.get("root_step")
+        if step_id is None:
+            step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,
+                                            parent_step_id=None,
+                                            argv=secrets.redact_argv(list(info.argv)),
+                                            cwd=info.cwd, exe=info.exe,
+                                            started_at=clock.to_wall(info.started))
         run.root_step = Step(step_id, info.pid, None, info.started)
         self.runs.append(run)
         self._join(run, info, run.root_step)
@@ -219,7 +221,8 @@ class Assembler:
             proc = self._join(run, info, parent.step)
             self._new_step(run, info, proc, exec_in_place=False)
             return
-        if info.started < self.agent_started - 1.0 or info.pid in self.never:
+        if (info.started < self.agent_started - 1.0
+                or (info.pid, info.start_ticks) in self.never):
             # Started before the agent watched: its reads were missed; not a run of ours.
             self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
             return
@@ -246,6 +249,8 @@ class Assembler:
         run = Run(db_id=db_id, root_pid=info.pid, root_start=info.start_ticks, info=info,
                   started=info.started)
         script = classify.script_of(info)
+        if classify.parse_invocation(list(info.argv), info.exe).mode != "script":
+            script = None  # `python -m pkg.mod` may read its module from __pycache__ only
         if (not self.pids_known and script and self.ignore.inside(script)
                 and not self.ignore.skip_file(script)):
             run.script, run.script_seen = script, False
@@ -535,7 +540,8 @@ class Assembler:
         self.waiters.setdefault(path, []).append(waiter)
         if waiter.run is not None:
             waiter.run.waiting += 1
-        self.hasher.request(path, copy=True, prio=PRIO_RUN, delay=delay)
+        self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
+                            delay=delay)
 
     def _drop_output(self, run: Run, use) -> None:
         use.deleted = True

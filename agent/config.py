@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
         "grace_seconds": 0.5,  # events wait this long before attribution is final
         "quiet_seconds": 0.2,  # a written file must be still this long before hashing
         "hash_threads": 2,
+        "telemetry_seconds": 1.0,  # how often each live run's process tree is sampled
     },
     "store": {
         "object_max_bytes": 256 * 1024 * 1024,  # datasets/models larger are only hashed

@@ -16,10 +16,10 @@ from typing import Any
 from onlooker.store.catalog import Catalog
 from onlooker.store.errors import StoreError
 
-from . import clock, environment, gitstate, lifecycle, procfs
+from . import clock, environment, gitstate, kinds, lifecycle, procfs
 from . import config as config_mod
 from .assembler import Assembler, Probes
-from .events import Overflow, ProcInfo, Stop
+from .events import ProcInfo, Stop
 from .hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
 from .ignore import Ignore
 from .scan import walk
@@ -96,7 +96,7 @@ class Agent:
             tier=f"{self.tiers['process']['name']}+{self.tiers['files']['name']}",
             agent_started=self.started, pids_known=fan,
             # The shell that ran `onlooker start` (and the CLI) are never runs.
-            never=set(procfs.ancestors(os.getppid())))
+            never=_ancestors_of_agent())
         self.assembler.load_latest(self.catalog.latest_versions())
         self._watched: frozenset[int] = frozenset()
         self.sources: list[Any] = []
@@ -191,7 +191,7 @@ class Agent:
                     if h is not None and latest.get(self.ignore.rel(path)) == h:
                         continue
                     queued += 1
-                    self.hasher.request(path, copy=True, prio=PRIO_SCAN)
+                    self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_SCAN)
             except Exception:  # a scan must never take the agent down
                 log.exception("scan failed")
             finally:
@@ -202,6 +202,7 @@ class Agent:
 
     def _reattach(self) -> None:
         for row in self.catalog.open_runs():
+            row = {**row, "root_step": self.catalog.root_step(row["id"], row["pid"])}
             if procfs.alive(row["pid"], row["pid_start"]):
                 info = procfs.read_info(row["pid"])
                 if info is not None:
@@ -285,8 +286,6 @@ class Agent:
             for ev in batch:
                 if isinstance(ev, Stop):
                     continue
-                if isinstance(ev, Overflow) and ev.source == "inotify-watch-limit":
-                    log.error("%s", ev)
                 self.assembler.handle(ev)
             self.assembler.tick(clock.now())
         self._watched = frozenset(self.assembler.watched_pids())
@@ -327,6 +326,16 @@ class Agent:
             os.replace(tmp, path)
         except OSError as err:
             log.warning("cannot write %s: %s", path, err)
+
+
+def _ancestors_of_agent() -> set[tuple[int, int]]:
+    """(pid, start ticks) of the CLI and shell that started the agent: never runs."""
+    out = set()
+    for pid in procfs.ancestors(os.getppid()):
+        brief = procfs.stat_brief(pid)
+        if brief is not None:
+            out.add((pid, brief[2]))
+    return out
 
 
 def _env_of(info: ProcInfo) -> dict:

@@ -165,6 +165,11 @@ def _pickle_kind(name: str, in_data: bool, role: str | None) -> str:
     return "model"
 
 
+def holds_secrets(rel_path: str) -> bool:
+    """A file whose content is credentials (.env, keys): hashed, never copied."""
+    return bool(_SECRET_FILE.match(rel_path.rsplit("/", 1)[-1]))
+
+
 def kind_of(rel_path: str, head: bytes | None, *, size: int | None, role: str | None,
             rules: dict[str, str]) -> str:
     """The kind of the file at rel_path (project-relative, ``/``-separated)."""

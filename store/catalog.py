@@ -340,6 +340,13 @@ class Catalog(TelemetryMixin, MetricsMixin):
                 self._execute("UPDATE versions SET run_id = NULL WHERE id = ? AND run_id = ?",
                               (version_id, run_id))
 
+    def root_step(self, run_id: int, pid: int) -> int | None:
+        """The id of a run's first step run by `pid` (its root), if recorded."""
+        row = self._execute("SELECT id FROM steps WHERE run_id = ? AND pid = ? AND"
+                            " parent_step_id IS NULL ORDER BY id LIMIT 1",
+                            (run_id, pid)).fetchone()
+        return None if row is None else int(row[0])
+
     def close_open_steps(self, run_id: int, *, status: str) -> None:
         """Give every still-running step of a run a final status (runs lost by the agent)."""
         with self.transaction():

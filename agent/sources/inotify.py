@@ -42,6 +42,7 @@ _READ_SIZE = 1 << 20
 _DRAIN_EVERY = 64  # folders listed between drains: 4 events each, far below any queue limit
 _CREDIT_TTL = 30.0  # seconds an unused own-read credit lives
 _GATHER_MS = 5
+_PYCACHE = "/__pycache__"
 _MOVE_WAIT = 0.02  # seconds to wait for the MOVED_TO of a folder's MOVED_FROM
 _SYNTHETIC_COOKIE = 1 << 32  # cookies we make for files in renamed folders; kernel's are u32
 LIMIT_MESSAGE = ("inotify watch limit reached ({n} watches): raise fs.inotify.max_user_watches, "
@@ -281,6 +282,11 @@ class InotifySource:
         if name == IGNORE_FILE and op in _CHANGES and d == self._root:
             self._ignore_file_changed()
         ignore = self._ignore
+        if d.endswith(_PYCACHE):
+            # Imports served from bytecode: a .pyc read stands for its source.
+            if (op is ev.OPEN or op is ev.CLOSE_NOWRITE) and name.endswith(".pyc"):
+                self._emit(ev.FileEvent(t, op, p, None, cookie))
+            return
         if ignore.skip_dir(d) or (ignore.has_patterns and ignore.matches_pattern(p)):
             return
         if op is ev.OPEN:
@@ -321,6 +327,8 @@ class InotifySource:
         if mask & F.CREATE:
             if name == "conda-meta":
                 self._folder_became_env(d)
+            elif self._pycache_ok(p):
+                self._watch(p, READ_MASK)
             elif not self._ignore.skip_dir(p):
                 self._sync(p, emit_new=True)
         elif mask & F.MOVED_FROM:
@@ -398,6 +406,10 @@ class InotifySource:
         while stack and not self._stopping:
             d = stack.pop()
             if ignore.skip_dir(d):
+                if self._pycache_ok(d):
+                    if d not in self._path_wd or readd:
+                        self._watch(d, READ_MASK)
+                    continue
                 self._unwatch_tree(d)
                 continue
             known = self._path_wd.get(d)
@@ -442,9 +454,14 @@ class InotifySource:
         if self._limit_hit:
             self._emit(ev.Overflow(clock.now(), "inotify"))  # a later rescan covers those folders
 
-    def _watch(self, d: str) -> int | None:
+    def _pycache_ok(self, d: str) -> bool:
+        """A bytecode cache of a watched folder: watched for reads only."""
+        return (self._reads and d.endswith(_PYCACHE)
+                and not self._ignore.skip_dir(d[: -len(_PYCACHE)]))
+
+    def _watch(self, d: str, mask: int | None = None) -> int | None:
         try:
-            wd = self._ino.add_watch(d, self._mask)
+            wd = self._ino.add_watch(d, self._mask if mask is None else mask)
         except OSError as err:
             if err.errno == errno.ENOSPC:
                 msg = LIMIT_MESSAGE.format(n=self.watch_count)

@@ -374,3 +374,28 @@ def test_an_open_for_writing_hashed_after_the_write_is_not_an_input(project):
     asm.tick(T0 + 1.2)
     finish_hashes(asm, hasher, T0 + 1.3, {f"{p}/out.txt": fh("o", 1)})
     assert cat.io(1, "input") == {} and set(cat.io(1, "output")) == {"out.txt"}
+
+
+def test_files_holding_credentials_are_hashed_but_never_copied(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    copies = []
+    hasher.request = lambda path, *, copy, prio=0, delay=0.0: copies.append((path, copy))
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/.env"))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/params.yaml"))
+    asm.tick(T0 + 1)
+    assert (f"{p}/.env", False) in copies and (f"{p}/params.yaml", True) in copies
+
+
+def test_module_runs_are_not_waiting_for_a_script_open(project):
+    """`python -m pkg.train` may import its module from __pycache__ only."""
+    asm, cat, hasher = make(project)
+    p = str(project)
+    (project / "pkg").mkdir()
+    (project / "pkg" / "train.py").write_text("")
+    exec_(asm, 10, ["python", "-m", "pkg.train", "out.txt"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/out.txt"))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(1, "output")) == {"out.txt"}

@@ -321,3 +321,45 @@ def test_a_missing_project_is_a_clear_error(tmp_path: Path) -> None:
     h = Harness(tmp_path / "nope")
     with pytest.raises(src_mod.WatchError, match="cannot watch the project folder"):
         h.src.start()
+
+
+def test_bytecode_reads_are_reported_but_nothing_else_in_pycache(tmp_path):
+    """`import mod` served from __pycache__ opens only the .pyc: it must be seen."""
+    import queue as _queue
+    import subprocess
+    import sys
+
+    from onlooker.agent import config as _config
+    from onlooker.agent.events import CLOSE_NOWRITE, FileEvent
+    from onlooker.agent.ignore import Ignore
+    from onlooker.agent.sources.inotify import InotifySource
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-c", "import pkg.mod"], cwd=tmp_path, check=True, env=env)
+    w = _config.DEFAULTS["watch"]
+    q: _queue.Queue = _queue.Queue()
+    src = InotifySource(q, tmp_path, Ignore(tmp_path, exclude=w["exclude"],
+                                            outside_ignore=w["outside_ignore"]))
+    src.start()
+    try:
+        subprocess.run([sys.executable, "-c", "import pkg.mod"], cwd=tmp_path, check=True,
+                       env=env)
+        pyc = next((tmp_path / "pkg" / "__pycache__").glob("mod.*.pyc"))
+        deadline = time.monotonic() + 10
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                e = q.get(timeout=0.1)
+            except _queue.Empty:
+                continue
+            if isinstance(e, FileEvent):
+                seen.append((e.op, e.path))
+                if (CLOSE_NOWRITE, str(pyc)) in seen:
+                    break
+        assert (CLOSE_NOWRITE, str(pyc)) in seen
+        assert all("__pycache__" not in p or p.endswith(".pyc") for _, p in seen)
+    finally:
+        src.stop()

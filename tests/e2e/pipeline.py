@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -157,4 +158,7 @@ def write_project(root: Path, *, git: bool = True) -> None:
 
 
 def run_stage(root: Path, args: list[str]) -> None:
-    subprocess.run([sys.executable, *args], cwd=root, check=True)
+    # Bytecode caching on, as most people have it: later stages import common.py
+    # from __pycache__ without opening the source.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, *args], cwd=root, check=True, env=env)
