@@ -46,6 +46,7 @@ _SLACK = 0.06  # seconds: how far an event may lie outside a run's window
 # inotify events carry the time the agent read them, which can lag the real time
 # under load; the order of the stream (see Run.script) settles what the window cannot.
 _PIDLESS_SLACK = 0.25
+_LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
 
 
 class HashSink(Protocol):
@@ -114,6 +115,7 @@ class Assembler:
         self.procs: dict[int, Proc] = {}
         self.runs: list[Run] = []
         self.pending: deque[tuple[float, FileEvent]] = deque()
+        self.pending_late: deque[tuple[float, FileEvent]] = deque()
         self.moves: dict[int, str] = {}
         self.fd_seen: dict[str, dict[int, float]] = {}
         self.waiters: dict[str, list[_Waiter]] = {}
@@ -126,7 +128,13 @@ class Assembler:
     def handle(self, ev: object) -> None:
         self.stats.events += 1
         if isinstance(ev, FileEvent):
-            self.pending.append((ev.t + self.grace, ev))
+            if self.pids_known and ev.pid is None:
+                # inotify's moves and deletes beside fanotify: the two streams are not
+                # ordered against each other, so these wait until fanotify's reports of
+                # the same moment (a write of the file being moved) are in.
+                self.pending_late.append((ev.t + self.grace + _LATE, ev))
+            else:
+                self.pending.append((ev.t + self.grace, ev))
         elif isinstance(ev, ProcExec):
             self._on_exec(ev)
         elif isinstance(ev, ProcFork):
@@ -146,20 +154,28 @@ class Assembler:
 
     def tick(self, now: float) -> None:
         """Attribute the file events whose grace window is over; close finished runs."""
-        while self.pending and self.pending[0][0] <= now:
-            _, ev = self.pending.popleft()
-            self._on_file(ev)
+        self._mature(now)
         self._finish_runs(now)
 
     def drain(self, now: float) -> None:
         """Attribute everything pending now (the agent is stopping)."""
-        while self.pending:
-            _, ev = self.pending.popleft()
-            self._on_file(ev)
+        self._mature(float("inf"))
         self._finish_runs(now, force_time=True)
 
+    def _mature(self, now: float) -> None:
+        early, late = self.pending, self.pending_late
+        while True:
+            a = early[0][0] if early else None
+            b = late[0][0] if late else None
+            if a is not None and a <= now and (b is None or a <= b):
+                self._on_file(early.popleft()[1])
+            elif b is not None and b <= now:
+                self._on_file(late.popleft()[1])
+            else:
+                return
+
     def busy(self) -> bool:
-        return bool(self.pending) or any(w for w in self.waiters.values())
+        return bool(self.pending or self.pending_late) or any(w for w in self.waiters.values())
 
     def open_runs(self) -> list[Run]:
         return [r for r in self.runs if r.ended_at is None]
@@ -322,6 +338,14 @@ class Assembler:
         proc.argv = tuple(info.argv)
         proc.exe = info.exe
         self._note_argv_paths(run, info)
+        if exec_in_place and info.pid == run.root_pid:
+            # The run's first program handed over to this one (`bash -c "python x.py
+            # --lr 0.1 > log"`, a script ending in `exec python ...`): its argv holds
+            # the run's parameters.
+            found = params.argv_params(list(info.argv))
+            if found:
+                run.params.update({k: (v, "argv") for k, v in found.items()})
+                self.catalog.set_params(run.db_id, run.params)
         if not run.has_python_env:
             # A shell script or make started the run: the first Python step's environment
             # is the one that matters.
@@ -377,8 +401,10 @@ class Assembler:
         self.runs = keep
 
     def _has_pending_before(self, run: Run) -> bool:
-        return bool(self.pending) and run.ended_at is not None and (
-            self.pending[0][1].t <= run.ended_at + _SLACK)
+        if run.ended_at is None:
+            return False
+        return any(q and q[0][1].t <= run.ended_at + _SLACK
+                   for q in (self.pending, self.pending_late))
 
     def _close_run(self, run: Run) -> None:
         code, sig = run.root_exit if run.root_exit else (None, None)
@@ -425,6 +451,12 @@ class Assembler:
             self.moves[ev.cookie] = path
             return
         if self.pids_known and ev.pid is None and ev.op not in (MOVED_TO, DELETE):
+            if ev.op == CREATE:
+                # A file that appeared in a folder watched too late (made and filled
+                # by a rename at once): the run that wrote in that folder made it.
+                writer = self._folder_writer(path, ev.t)
+                if writer is not None:
+                    self._record(writer, path, write=True, step=writer.root_step)
             return  # fanotify reports opens and closes with their pid; inotify adds moves
         self._seq += 1
         if ev.pid is None and ev.op in (OPEN, CLOSE_NOWRITE):
@@ -461,6 +493,13 @@ class Assembler:
 
         if write or read:
             self._record(run, path, write=write, step=step)
+
+    def _folder_writer(self, path: str, t: float) -> Run | None:
+        folder = os.path.dirname(path) + "/"
+        found = {id(r): r for r in self.runs if r.alive_at(t, _PIDLESS_SLACK)
+                 and any(u.written or u.deleted for p, u in r.files.items()
+                         if p.startswith(folder) and "/" not in p[len(folder):])}
+        return next(iter(found.values())) if len(found) == 1 else None
 
     def _attribute(self, ev: FileEvent, path: str) -> tuple[Run | None, Step | None]:
         if ev.pid is not None:
@@ -512,8 +551,11 @@ class Assembler:
         step = run.root_step
         live_steps = {self.procs[p].step.db_id: self.procs[p].step for p in run.members
                       if p in self.procs and self.procs[p].step is not None}
-        if len(live_steps) == 1:
-            step = next(iter(live_steps.values()))
+        parents = {id(st.parent) for st in live_steps.values() if st.parent is not None}
+        leaves = [st for st in live_steps.values() if id(st) not in parents]
+        if len(leaves) == 1:
+            # One chain (a shell waiting on its python): the innermost program did it.
+            step = leaves[0]
         return run, step
 
     def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None) -> None:
@@ -526,15 +568,25 @@ class Assembler:
         if not inside and not self.ignore.outside_ok(path):
             return
         use = run.use(path)
+        step = step or run.root_step
         if step is not None and use.step is None:
             use.step = step
+        had = use.steps.get(step)
         if write:
+            use.steps[step] = "write"
             use.written = True
             use.deleted = False
             self._want_hash(path, _Waiter(run, True), delay=self.quiet)
-        elif not use.read and not use.written:
-            use.read = True
-            self._want_hash(path, _Waiter(run, False), delay=0.0)
+            return
+        if had is not None:
+            return
+        use.steps[step] = "read"
+        if use.read_vid is not None:
+            # Another step of the run read what an earlier one read: same version.
+            self._link(run, path, use.read_vid, use.read_role, step)
+            return
+        use.read = True
+        self._want_hash(path, _Waiter(run, False), delay=0.0)
 
     def _want_hash(self, path: str, waiter: _Waiter, *, delay: float) -> None:
         self.waiters.setdefault(path, []).append(waiter)
@@ -546,9 +598,8 @@ class Assembler:
     def _drop_output(self, run: Run, use) -> None:
         use.deleted = True
         use.written = False
-        old = use.links.pop("output", None)
-        if old is not None:
-            self.catalog.unlink(run.db_id, old, "output")
+        for key in [k for k in use.links if k[0] == "output"]:
+            self.catalog.unlink(run.db_id, use.links.pop(key), "output", key[1])
 
     def _on_hash(self, ev: HashDone) -> None:
         waiters = self.waiters.pop(ev.path, [])
@@ -576,7 +627,9 @@ class Assembler:
             cands = [r for r in self.runs if r.alive_at(t, _SLACK)]
             if len(cands) == 1:
                 runs_writing = [cands[0]]
-                cands[0].use(ev.path).written = True
+                found = cands[0].use(ev.path)
+                found.written = True
+                found.steps.setdefault(cands[0].root_step, "write")
         kind = kinds.kind_of(rel, ev.head or None, size=ev.size,
                              role="output" if runs_writing else
                              ("input" if runs_reading else None), rules=self.rules)
@@ -587,27 +640,33 @@ class Assembler:
         self.latest[rel] = ev.hash
         self.stats.versions += 1
         for run in dict.fromkeys(runs_writing):
-            self._link(run, ev.path, vid, "output")
+            use = run.use(ev.path)
+            for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
+                if how == "write":
+                    self._link(run, ev.path, vid, "output", step)
+        role = "code" if kind in ("code", "notebook") else "input"
         for run in dict.fromkeys(runs_reading):
-            use = run.files.get(ev.path)
-            if use is not None and use.written:
-                continue  # read and written: an output, linked when its write is hashed
-            role = "code" if kind in ("code", "notebook") else "input"
-            self._link(run, ev.path, vid, role)
+            use = run.use(ev.path)
+            if use.read_vid is None:
+                use.read_vid, use.read_role = vid, role
+            for step, how in list(use.steps.items()):
+                if how == "read":  # a step that read and wrote it has it as an output
+                    self._link(run, ev.path, vid, role, step)
             if kind == "config" and ev.stored:
                 self._config_params(run, rel, ev.hash)
 
-    def _link(self, run: Run, path: str, vid: int, role: str) -> None:
+    def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None) -> None:
         use = run.use(path)
-        step = use.step
+        sid = step.db_id if step is not None else None
         if role == "output":
-            # Read and written counts as output; a rewritten output keeps its last version.
+            # Read and written by one step counts as its output; a rewritten output keeps
+            # its last version.
             for old_role in ("input", "code", "output"):
-                old = use.links.pop(old_role, None)
+                old = use.links.pop((old_role, sid), None)
                 if old is not None and (old != vid or old_role != "output"):
-                    self.catalog.unlink(run.db_id, old, old_role)
-        self.catalog.link(run.db_id, vid, role, step_id=step.db_id if step else None)
-        use.links[role] = vid
+                    self.catalog.unlink(run.db_id, old, old_role, sid)
+        self.catalog.link(run.db_id, vid, role, step_id=sid)
+        use.links[(role, sid)] = vid
 
     def _config_params(self, run: Run, rel: str, h: str) -> None:
         limit = int(self.cfg["params"]["config_max_bytes"])

@@ -25,9 +25,12 @@ class Use:
     read: bool = False
     written: bool = False
     deleted: bool = False
-    step: Step | None = None
-    # version ids this run linked for the path, by role, so a later role can replace them
-    links: dict[str, int] = field(default_factory=dict)
+    step: Step | None = None  # the first step that used it
+    steps: dict[Step, str] = field(default_factory=dict)  # step -> "read" | "write"
+    # version ids linked for the path, by (role, step id), so a later role can replace them
+    links: dict[tuple[str, int | None], int] = field(default_factory=dict)
+    read_vid: int | None = None  # the version the run read, once hashed
+    read_role: str = "input"
 
 
 @dataclass(eq=False)

@@ -62,6 +62,20 @@ def _readlink(path: str) -> str | None:
     return target
 
 
+def _stdio_target(pid: int, fd: int) -> str | None:
+    """The regular file behind fd 1 or 2 (a redirected stdout), else None."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    # Terminals (/dev/pts/N), /dev/null, pipes ("pipe:[..]"), sockets and deleted
+    # files are not logs anyone can read back.
+    if not target.startswith("/") or target.endswith(_DELETED) \
+            or target.startswith(_SKIP_PREFIXES):
+        return None
+    return target
+
+
 def _stat_fields(pid: int) -> list[bytes] | None:
     """/proc/<pid>/stat split after the comm field; index 0 is field 3 (state)."""
     data = _read(f"/proc/{pid}/stat")
@@ -173,6 +187,7 @@ def read_info(pid: int, *, with_environ: bool = True) -> ProcInfo | None:
         started=clock.ticks_to_clock(start_ticks),
         environ=_environ(pid) if with_environ else (),
         ancestors=ancestors(ppid),
+        stdio=(_stdio_target(pid, 1), _stdio_target(pid, 2)),
     )
     # A recycled pid between the first read and now would mix two processes.
     again = stat_brief(pid)

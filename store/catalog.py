@@ -331,12 +331,17 @@ class Catalog(TelemetryMixin, MetricsMixin):
             " ORDER BY v.seen_at, v.id").fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def unlink(self, run_id: int, version_id: int, role: str) -> None:
-        """Forget that a run used a version in a role (a temp file it removed, say)."""
+    def unlink(self, run_id: int, version_id: int, role: str, step_id: int | None = None
+               ) -> None:
+        """Forget that a run (one of its steps) used a version in a role (a temp file it
+        removed, say)."""
         with self.transaction():
-            self._execute("DELETE FROM io WHERE run_id = ? AND version_id = ? AND role = ?",
-                          (run_id, version_id, role))
-            if role == "output":
+            self._execute("DELETE FROM io WHERE run_id = ? AND version_id = ? AND role = ?"
+                          " AND ifnull(step_id, 0) = ifnull(?, 0)",
+                          (run_id, version_id, role, step_id))
+            left = self._execute("SELECT 1 FROM io WHERE run_id = ? AND version_id = ? AND"
+                                 " role = ?", (run_id, version_id, role)).fetchone()
+            if role == "output" and left is None:
                 self._execute("UPDATE versions SET run_id = NULL WHERE id = ? AND run_id = ?",
                               (version_id, run_id))
 

@@ -52,12 +52,28 @@ def empty_files() -> dict[str, list[dict[str, Any]]]:
 
 
 def group_files(rows: Iterable[sqlite3.Row]) -> dict[int, dict[str, list[dict[str, Any]]]]:
-    """run_id -> {"inputs": [...], "outputs": [...], "code": [...]} (rows come sorted)."""
+    """run_id -> {"inputs": [...], "outputs": [...], "code": [...]} (rows come sorted).
+
+    The run as a whole: a path one step wrote is an output even where another step
+    read it, and a path written several times shows its last version.
+    """
     out: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    newest: dict[tuple[int, str], int] = {}
+    rows = list(rows)
     for row in rows:
-        files = out.get(row["run_id"])
+        if row["role"] == "output":
+            key = (row["run_id"], row["path"])
+            newest[key] = max(newest.get(key, 0), row["vid"])
+    for row in rows:
+        run_id, path = row["run_id"], row["path"]
+        files = out.get(run_id)
         if files is None:
-            files = out[row["run_id"]] = empty_files()
+            files = out[run_id] = empty_files()
+        last = newest.get((run_id, path))
+        if row["role"] == "output" and row["vid"] != last:
+            continue
+        if row["role"] != "output" and last is not None:
+            continue
         files[_ROLE_KEY[row["role"]]].append(file_entry(row))
     return out
 

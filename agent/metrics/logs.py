@@ -14,7 +14,7 @@ _VALUE = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity
 # that host:8080 and 12:30:45 are not metrics), the key maybe quoted as a printed dict
 # shows it (Hugging Face's `{'loss': 0.52, 'epoch': 1.0}`); the value must end the token.
 _PAIR = re.compile(
-    rf"(?<![\w.\-/])(['\"]?)({_KEY})\1(?:\s*=\s*|:\s+)({_VALUE})(?=$|[\s,;|)\]}}])",
+    rf"(?<![\w.\-/?&=:@#%+~])(['\"]?)({_KEY})\1(?:\s*=\s*|:\s+)({_VALUE})(?=$|[\s,;|)\]}}])",
     re.IGNORECASE,
 )
 # Log levels and the like print as `INFO: 3 files`; they are never metrics.
@@ -43,7 +43,8 @@ def parse_log(data: bytes) -> list[Metric]:
     """Metric series from output text: every `key=value`, `key: value` or `key value`
     scalar, with the step from a step/epoch key on the same line (or from a Keras
     `Epoch N/M` line just before). A key seen once without a step is a final value; a key seen
-    several times without steps is a series by order of appearance.
+    several times without steps is a series by order of appearance; on a key that has
+    steps elsewhere, the last value without one is the key's final value.
     """
     points: dict[str, list[tuple[float | None, float | None, str | None]]] = {}
     epoch: float | None = None
@@ -78,9 +79,12 @@ def parse_log(data: bytes) -> list[Metric]:
         if len(series) == 1 and not stepped:
             out.append(Metric(key, None, series[0][1], series[0][2]))
             continue
+        final = None
         for index, (step, value, text) in enumerate(series):
-            at = step if stepped else float(index)
-            if at is None:
-                continue  # seen before any step on a stepped key: nowhere to put it
-            out.append(Metric(key, at, value, text))
+            if stepped and step is None:
+                final = (value, text)  # `Test accuracy: 0.96` after the epochs
+                continue
+            out.append(Metric(key, step if stepped else float(index), value, text))
+        if final is not None:
+            out.append(Metric(key, None, final[0], final[1]))
     return out

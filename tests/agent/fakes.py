@@ -56,8 +56,9 @@ class FakeCatalog:
         if key not in self.links:
             self.links.append(key)
 
-    def unlink(self, run_id: int, version_id: int, role: str) -> None:
-        self.links = [k for k in self.links if k[:3] != (run_id, version_id, role)]
+    def unlink(self, run_id: int, version_id: int, role: str, step_id: int | None = None
+               ) -> None:
+        self.links = [k for k in self.links if k != (run_id, version_id, role, step_id)]
 
     def set_params(self, run_id: int, params: dict) -> None:
         self.params[run_id] = dict(params)

@@ -399,3 +399,89 @@ def test_module_runs_are_not_waiting_for_a_script_open(project):
     asm.tick(T0 + 1)
     finish_hashes(asm, hasher, T0 + 1)
     assert set(cat.io(1, "output")) == {"out.txt"}
+
+
+def test_a_shell_one_liner_that_execs_python_gets_the_python_params(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    (project / "logs").mkdir()
+    (project / "logs" / "train.log").write_text("")
+    line = "python -m pkg.train lr=0.1 model.depth=3 > logs/train.log"
+    asm.handle(ProcExec(T0, info(10, ["bash", "-c", line], cwd=p, started=T0, exe="/bin/bash")))
+    assert len(cat.runs) == 1
+    asm.handle(ProcExec(T0 + 0.01, info(10, ["python", "-m", "pkg.train", "lr=0.1",
+                                             "model.depth=3"], cwd=p, started=T0)))
+    assert cat.params[1]["lr"] == (0.1, "argv") and cat.params[1]["model.depth"] == (3, "argv")
+
+
+def test_a_file_renamed_into_a_new_folder_before_it_was_watched(project):
+    """fanotify tier: the writer closed d/m.tmp, renamed it to d/m.pkl inside a folder
+    inotify had not watched yet; inotify's walk then found d/m.pkl with no pid."""
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/new/m.tmp", pid=10))
+    asm.handle(FileEvent(T0 + 0.1, CREATE, f"{p}/new/m.pkl"))
+    asm.handle(FileEvent(T0 + 0.1, CREATE, f"{p}/elsewhere/by-hand.txt"))
+    asm.tick(T0 + 2)
+    asm.handle(HashDone(T0 + 2, f"{p}/new/m.tmp", None, error="vanished"))
+    hasher.requests.remove(f"{p}/new/m.tmp")
+    finish_hashes(asm, hasher, T0 + 2)
+    assert set(cat.io(1, "output")) == {"new/m.pkl"}
+
+
+def test_a_move_seen_before_the_write_of_its_source(project):
+    """fanotify and inotify streams are not ordered against each other."""
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.10, MOVED_FROM, f"{p}/m.tmp", cookie=7))
+    asm.handle(FileEvent(T0 + 0.10, MOVED_TO, f"{p}/m.pkl", cookie=7))
+    asm.handle(FileEvent(T0 + 0.12, CLOSE_WRITE, f"{p}/m.tmp", pid=10))  # read later
+    asm.tick(T0 + 2)
+    asm.handle(HashDone(T0 + 2, f"{p}/m.tmp", None, error="vanished"))
+    hasher.requests.remove(f"{p}/m.tmp")
+    finish_hashes(asm, hasher, T0 + 2)
+    assert set(cat.io(1, "output")) == {"m.pkl"}
+
+
+def test_each_step_of_a_pipeline_script_has_its_own_reads_and_writes(project):
+    """`bash run.sh` running prepare then train: both read params.yaml; train reads what
+    prepare wrote. At the step level that is an input of train and an output of prepare."""
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["bash", "run.sh"], cwd=p, started=T0, exe="/bin/bash")))
+    asm.handle(ProcExec(T0 + 0.1, info(11, ["python", "prep.py"], ppid=10, cwd=p,
+                                       started=T0 + 0.1)))
+    asm.handle(FileEvent(T0 + 0.15, CLOSE_NOWRITE, f"{p}/params.yaml", pid=11))
+    asm.handle(FileEvent(T0 + 0.2, CLOSE_WRITE, f"{p}/clean.csv", pid=11))
+    asm.handle(ProcExit(T0 + 0.3, 11, exit_code=0))
+    asm.tick(T0 + 1.0)
+    finish_hashes(asm, hasher, T0 + 1.0)
+    asm.handle(ProcExec(T0 + 1.1, info(12, ["python", "train.py"], ppid=10, cwd=p,
+                                       started=T0 + 1.1)))
+    asm.handle(FileEvent(T0 + 1.15, CLOSE_NOWRITE, f"{p}/params.yaml", pid=12))
+    asm.handle(FileEvent(T0 + 1.2, CLOSE_NOWRITE, f"{p}/clean.csv", pid=12))
+    asm.handle(FileEvent(T0 + 1.25, CLOSE_WRITE, f"{p}/model.pkl", pid=12))
+    asm.tick(T0 + 2.0)
+    finish_hashes(asm, hasher, T0 + 2.0)
+
+    def step_io(step_id, role):
+        return {cat.versions[v]["path"] for r, v, ro, s in cat.links if s == step_id and ro == role}
+
+    assert step_io(2, "input") == {"params.yaml"} and step_io(2, "output") == {"clean.csv"}
+    assert step_io(3, "input") == {"params.yaml", "clean.csv"}
+    assert step_io(3, "output") == {"model.pkl"}
+
+
+def test_a_shell_waiting_on_its_child_leaves_the_files_to_the_child(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["bash", "run.sh"], cwd=p, started=T0, exe="/bin/bash")))
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_NOWRITE, f"{p}/run.sh"))
+    asm.handle(ProcExec(T0 + 0.1, info(11, ["python", "src/train.py"], ppid=10, cwd=p,
+                                       started=T0 + 0.1)))
+    asm.handle(FileEvent(T0 + 0.2, CLOSE_WRITE, f"{p}/model.pkl"))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert [s for _, _, ro, s in cat.links if ro == "output"] == [2]

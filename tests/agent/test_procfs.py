@@ -185,3 +185,18 @@ def test_decode_wait_status():
     assert procfs.decode_wait_status(3 << 8) == (3, None)
     assert procfs.decode_wait_status(9) == (None, 9)
     assert procfs.decode_wait_status(0x80 | 11) == (None, 11)  # core dumped
+
+
+def test_read_info_stdio_names_redirected_files_only(tmp_path):
+    log_file = tmp_path / "train.log"
+    with log_file.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True);"
+                                 " time.sleep(30)"], stdout=out, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: log_file.read_text() == "up\n")
+        info = procfs.read_info(proc.pid)
+        assert info is not None
+        assert info.stdio == (str(log_file), None)  # stderr is a pipe
+    finally:
+        proc.kill()
+        proc.wait()
