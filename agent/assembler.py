@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import classify, clock, kinds, params, secrets
+from . import classify, clock, kinds, metrics, params, secrets
 from .codemap import source_for_pyc
 from .config import Config
 from .events import (
@@ -35,6 +35,7 @@ from .events import (
     ProcExit,
     ProcFork,
     ProcInfo,
+    TelemetryBatch,
     Tick,
 )
 from .hasher import PRIO_RUN
@@ -46,6 +47,8 @@ _SLACK = 0.06  # seconds: how far an event may lie outside a run's window
 # inotify events carry the time the agent read them, which can lag the real time
 # under load; the order of the stream (see Run.script) settles what the window cannot.
 _PIDLESS_SLACK = 0.25
+_COMPACT_EVERY = 60.0  # seconds between telemetry compactions
+_RECENT = 120.0  # seconds a closed run stays a candidate for rescanned files
 _LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
 
 
@@ -63,6 +66,7 @@ class Probes:
     read_object: Callable[[str], bytes | None] = lambda h: None
     put_text: Callable[[str], str | None] = lambda text: None  # -> object hash
     read_info: Callable[[int], ProcInfo | None] = lambda pid: None
+    read_file: Callable[[str, int], bytes | None] = lambda path, limit: None
     is_file: Callable[[str], bool] = os.path.isfile
     on_overflow: Callable[[str], None] = lambda source: None
 
@@ -112,16 +116,19 @@ class Assembler:
         self.grace = float(cfg["capture"]["grace_seconds"])
         self.quiet = float(cfg["capture"]["quiet_seconds"])
         self.rules = cfg["kinds"]["rules"]
+        self.metric_limits = metrics.Limits(**cfg["metrics"])
         self.procs: dict[int, Proc] = {}
         self.runs: list[Run] = []
         self.pending: deque[tuple[float, FileEvent]] = deque()
         self.pending_late: deque[tuple[float, FileEvent]] = deque()
+        self.recent: list[Run] = []  # closed in the last _RECENT seconds
         self.moves: dict[int, str] = {}
         self.fd_seen: dict[str, dict[int, float]] = {}
         self.waiters: dict[str, list[_Waiter]] = {}
         self.latest: dict[str, str] = {}  # rel path -> hash of its newest version
         self.stats = Stats()
         self._seq = 0  # file events processed, in stream order
+        self._compacted = float("-inf")
 
     # -- entry points ---------------------------------------------------------
 
@@ -149,6 +156,8 @@ class Assembler:
         elif isinstance(ev, Overflow):
             self.stats.overflows += 1
             self.probes.on_overflow(ev.source)
+        elif isinstance(ev, TelemetryBatch):
+            self.catalog.add_telemetry(list(ev.rows))
         elif isinstance(ev, Tick):
             self.tick(ev.t)
 
@@ -156,6 +165,10 @@ class Assembler:
         """Attribute the file events whose grace window is over; close finished runs."""
         self._mature(now)
         self._finish_runs(now)
+        if now - self._compacted >= _COMPACT_EVERY:
+            # Old telemetry becomes min/mean/max buckets: long runs stay small.
+            self._compacted = now
+            self.catalog.compact_telemetry(clock.to_wall(now))
 
     def drain(self, now: float) -> None:
         """Attribute everything pending now (the agent is stopping)."""
@@ -279,6 +292,7 @@ class Assembler:
         run.root_step = Step(step_id, info.pid, None, info.started)
         self._join(run, info, run.root_step)
         self._run_context(run, info)
+        self._note_stdio(run, info, run.root_step)
         return run
 
     def _run_context(self, run: Run, info: ProcInfo) -> None:
@@ -303,6 +317,14 @@ class Assembler:
         if fields:
             self.catalog.update_run(run.db_id, **fields)
         self._note_argv_paths(run, info)
+
+    def _note_stdio(self, run: Run, info: ProcInfo, step: Step | None) -> None:
+        """stdout/stderr sent to a project file (`python train.py > logs/train.log`): the
+        run's log, an output even where the tier does not see the shell's open."""
+        for target in dict.fromkeys(p for p in info.stdio if p):
+            if self.ignore.inside(target) and not self.ignore.skip_file(target):
+                run.log_paths.add(target)
+                self._record(run, target, write=True, step=step)
 
     def _note_argv_paths(self, run: Run, info: ProcInfo) -> None:
         cwd = info.cwd or str(self.project)
@@ -338,6 +360,7 @@ class Assembler:
         proc.argv = tuple(info.argv)
         proc.exe = info.exe
         self._note_argv_paths(run, info)
+        self._note_stdio(run, info, proc.step)
         if exec_in_place and info.pid == run.root_pid:
             # The run's first program handed over to this one (`bash -c "python x.py
             # --lr 0.1 > log"`, a script ending in `exec python ...`): its argv holds
@@ -398,7 +421,11 @@ class Assembler:
                 continue
             # Hash results still owed land on the run object after it is closed.
             self._close_run(run)
+            self.recent.append(run)
         self.runs = keep
+        # Closed runs stay candidates for files a rescan finds a little later.
+        self.recent = [r for r in self.recent if r.ended_at is None
+                       or now - r.ended_at < _RECENT]
 
     def _has_pending_before(self, run: Run) -> bool:
         if run.ended_at is None:
@@ -622,9 +649,11 @@ class Assembler:
             return  # unchanged (a scan or a no-run touch)
         if not waiters and inside:
             # Found by a rescan, no event seen (an overflow lost it): the run that was
-            # alive when the file was written, if exactly one was.
+            # alive when the file was written, if exactly one was and the agent was
+            # watching then (what happened while it was down is nobody's to claim).
             t = ev.t - (clock.to_wall(ev.t) - ev.mtime_ns / 1e9)
-            cands = [r for r in self.runs if r.alive_at(t, _SLACK)]
+            cands = [r for r in self.runs + self.recent
+                     if t >= self.agent_started and r.alive_at(t, _SLACK)]
             if len(cands) == 1:
                 runs_writing = [cands[0]]
                 found = cands[0].use(ev.path)
@@ -633,6 +662,8 @@ class Assembler:
         kind = kinds.kind_of(rel, ev.head or None, size=ev.size,
                              role="output" if runs_writing else
                              ("input" if runs_reading else None), rules=self.rules)
+        if any(ev.path in r.log_paths for r in runs_writing):
+            kind = "log"  # where the run's stdout or stderr went
         producer = runs_writing[-1].db_id if runs_writing else None
         vid = self.catalog.add_version(rel, hash=ev.hash, size=ev.size, mtime_ns=ev.mtime_ns,
                                        kind=kind, stored=ev.stored,
@@ -644,6 +675,7 @@ class Assembler:
             for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
                 if how == "write":
                     self._link(run, ev.path, vid, "output", step)
+            self._metrics_from(run, rel, ev, kind)
         role = "code" if kind in ("code", "notebook") else "input"
         for run in dict.fromkeys(runs_reading):
             use = run.use(ev.path)
@@ -667,6 +699,27 @@ class Assembler:
                     self.catalog.unlink(run.db_id, old, old_role, sid)
         self.catalog.link(run.db_id, vid, role, step_id=sid)
         use.links[(role, sid)] = vid
+
+    def _metrics_from(self, run: Run, rel: str, ev: HashDone, kind: str) -> None:
+        """Numbers a run left in a file it wrote (metrics files, logs, CSV logs)."""
+        lim = self.metric_limits
+        limit = lim.max_bytes if kind in ("metrics", "log") else (
+            lim.sniff_max_bytes if lim.sniff and kind in ("other", "dataset") else -1)
+        if ev.size > limit or ev.hash is None:
+            return
+        data = self.probes.read_object(ev.hash) if ev.stored else None
+        if data is None:
+            data = self.probes.read_file(ev.path, limit)
+        if data is None:
+            return
+        found = metrics.parse(rel, data, kind=kind, limits=lim)
+        if found or kind in ("metrics", "log") or self.catalog.has_metrics(run.db_id, rel):
+            # also when empty: a rewritten file replaces the rows it gave before
+            self.catalog.set_metrics(run.db_id, rel, found)
+        note = metrics.note_for(rel, kind)
+        if note and rel not in run.noted:
+            run.noted.add(rel)
+            log.warning("run %d: %s (%s)", run.db_id, note, rel)
 
     def _config_params(self, run: Run, rel: str, h: str) -> None:
         limit = int(self.cfg["params"]["config_max_bytes"])

@@ -77,6 +77,11 @@ DEFAULTS: dict[str, Any] = {
                 "TRANSFORMERS_OFFLINE", "PYTORCH_CUDA_ALLOC_CONF", "XLA_FLAGS"],
         "config_max_bytes": 1024 * 1024,  # config files larger are not parsed
     },
+    "metrics": {
+        "max_bytes": 16 * 1024 * 1024,  # metrics and log files larger are not parsed
+        "sniff_max_bytes": 1024 * 1024,  # other outputs are looked into up to this size
+        "sniff": True,  # look for numbers in JSON/CSV outputs not named as metrics
+    },
     "kinds": {
         # Glob (gitignore syntax, relative to the project) -> kind; checked first.
         "rules": {},
@@ -141,6 +146,9 @@ def load(project: Path) -> Config:
         except OSError as err:
             raise ConfigError(f"cannot read {path}: {err.strerror}") from err
     data = _merge(DEFAULTS, over, "")
+    for key in ("poll_hz", "telemetry_seconds", "grace_seconds", "quiet_seconds", "hash_threads"):
+        if data["capture"][key] <= 0:
+            raise ConfigError(f"setting 'capture.{key}' in {CONFIG_NAME} must be positive")
     for (section, key), allowed in _CHOICES.items():
         if data[section][key] not in allowed:
             raise ConfigError(

@@ -16,10 +16,11 @@ from typing import Any
 from onlooker.store.catalog import Catalog
 from onlooker.store.errors import StoreError
 
-from . import clock, environment, gitstate, kinds, lifecycle, procfs
+from . import clock, environment, gitstate, kinds, launcher, lifecycle, metrics, procfs
 from . import config as config_mod
 from .assembler import Assembler, Probes
 from .events import ProcInfo, Stop
+from .gpu import GpuReader
 from .hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
 from .ignore import Ignore
 from .scan import walk
@@ -28,6 +29,7 @@ from .sources.fdsample import FdSampler
 from .sources.inotify import InotifySource
 from .sources.netlink import NetlinkProcSource
 from .sources.poll import PollProcSource
+from .telemetry import TelemetrySampler
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,13 @@ class Agent:
                                           watched=self.watched, keep=self._fd_keep))
         self.sources.append(self.inotify)
         self._git_cache: tuple[float, dict | None] = (-1e9, None)
+        # GPU readings through NVML where there is a driver; off (and said so) elsewhere.
+        self.gpu = GpuReader()
+        ok, why = self.gpu.probe()
+        self.tiers["gpu"] = {"name": "nvml" if ok else "none", "why": why}
+        self._trees: dict[int, frozenset[int]] = {}
+        self.telemetry = TelemetrySampler(self.queue, interval=float(cap["telemetry_seconds"]),
+                                          runs=self.run_trees, gpu=self.gpu if ok else None)
         if fan:
             self.side_door = None
 
@@ -125,6 +134,10 @@ class Agent:
 
     def watched(self) -> frozenset[int]:
         return self._watched
+
+    def run_trees(self) -> dict[int, frozenset[int]]:
+        """{run id: live pids of its tree} for the telemetry sampler (a fresh dict)."""
+        return dict(self._trees)
 
     def _fd_keep(self, path: str) -> bool:
         if self.ignore.inside(path):
@@ -146,7 +159,7 @@ class Agent:
 
         return Probes(env_capture=_env_of, git_snapshot=self._git,
                       read_object=read_object, put_text=put_text,
-                      read_info=lambda pid: procfs.read_info(pid),
+                      read_info=lambda pid: procfs.read_info(pid), read_file=self._read_small,
                       on_overflow=self._on_overflow)
 
     def _git(self) -> dict | None:
@@ -157,6 +170,15 @@ class Agent:
         snap = gitstate.snapshot(self.project, read=self._own_read)
         self._git_cache = (clock.now(), snap)
         return snap
+
+    def _read_small(self, path: str, limit: int) -> bytes | None:
+        """A file's bytes, read as the agent, or None if larger than `limit` or unreadable."""
+        try:
+            if os.path.getsize(path) > limit:
+                return None
+            return self._own_read(path)
+        except OSError:
+            return None
 
     def _own_read(self, path: str) -> bytes:
         """Read a project file as the agent, unseen by the inotify tier."""
@@ -227,9 +249,11 @@ class Agent:
         with self.catalog.transaction():
             self._reattach()
         self._watched = frozenset(self.assembler.watched_pids())
+        self._trees = {r.db_id: frozenset(r.members) for r in self.assembler.open_runs()}
         self.hasher.start()
         for src in self.sources:
             src.start()
+        self.telemetry.start()
         scanner = threading.Thread(target=self._scan_loop, name="onlooker-scan", daemon=True)
         scanner.start()
         self.state = "watching"
@@ -240,6 +264,8 @@ class Agent:
         while not self.stop_event.is_set():
             self._pump(timeout=0.1)
             if time.monotonic() - last_status >= _STATUS_EVERY:
+                with self.catalog.transaction():
+                    self._launcher_records()
                 self._write_status()
                 last_status = time.monotonic()
         self.state = "stopping"
@@ -247,6 +273,8 @@ class Agent:
         log.info("stopping: committing what was seen")
         for src in self.sources:
             src.stop()
+        self.telemetry.stop()
+        self.gpu.close()
         self.queue.put(Stop(clock.now()))
         self._pump(timeout=0.0, until_stop=True)
         with self.catalog.transaction():
@@ -263,6 +291,7 @@ class Agent:
         self._pump(timeout=0.0, until_stop=False)
         with self.catalog.transaction():
             self.assembler.drain(clock.now())
+            self._launcher_records(final=True)
         log.info("stopped")
 
     def _pump(self, *, timeout: float, until_stop: bool = False) -> None:
@@ -286,9 +315,72 @@ class Agent:
             for ev in batch:
                 if isinstance(ev, Stop):
                     continue
-                self.assembler.handle(ev)
+                try:
+                    self.assembler.handle(ev)
+                except Exception:  # one bad event must not end the agent
+                    log.exception("could not record %r", ev)
             self.assembler.tick(clock.now())
         self._watched = frozenset(self.assembler.watched_pids())
+        self._trees = {r.db_id: frozenset(r.members) for r in self.assembler.open_runs()}
+
+    def _launcher_records(self, *, final: bool = False) -> None:
+        """Apply what `onlooker run` left: the exact exit status and the kept output.
+
+        A record is applied once its command ended and the agent has closed the run
+        (so the poll tier's unknown exit code is replaced, not overwritten later)."""
+        folder = self.store_dir / launcher.LAUNCHER_DIR
+        try:
+            paths = sorted(folder.glob("*.json"))
+        except OSError:
+            return
+        now = time.time()
+        for path in paths:
+            try:
+                rec = json.loads(path.read_text(encoding="utf-8"))
+                age = now - float(rec.get("ended", rec.get("started", now)))
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+            if "ended" not in rec:
+                if not procfs.alive_pid(rec.get("launcher_pid", -1)) or age > 3600:
+                    path.unlink(missing_ok=True)
+                continue
+            found = None
+            if rec.get("child_start_ticks") is not None:
+                found = self.catalog.run_of_process(rec["child_pid"], rec["child_start_ticks"])
+            if found is None or found["status"] == "running":
+                if final or age > 60:
+                    if found is None:
+                        log.info("onlooker run of %s matched no run", rec.get("argv"))
+                        path.unlink(missing_ok=True)
+                continue
+            self._apply_launcher(found["id"], rec)
+            path.unlink(missing_ok=True)
+
+    def _apply_launcher(self, run_id: int, rec: dict) -> None:
+        code, sig = rec.get("exit_code"), rec.get("signal")
+        status = "failed" if sig or (code not in (0, None)) else (
+            "completed" if code == 0 else "ended")
+        root = self.catalog.root_step(run_id, rec["child_pid"])
+        self.catalog.update_run(run_id, status=status, exit_code=code, signal=sig)
+        if root is not None:
+            self.catalog.update_step(root, status=status, exit_code=code, signal=sig)
+        rel = rec.get("log")
+        if not rel:
+            return
+        try:
+            data = (self.project / rel).read_bytes()
+            st = os.stat(self.project / rel)
+        except OSError:
+            return
+        h = self.catalog.objects.put_bytes(data)
+        vid = self.catalog.add_version(rel, hash=h, size=len(data), mtime_ns=st.st_mtime_ns,
+                                       kind="log", stored=True, created_at=time.time(),
+                                       run_id=run_id)
+        self.catalog.link(run_id, vid, "output", step_id=root)
+        lim = self.assembler.metric_limits
+        if len(data) <= lim.max_bytes:
+            self.catalog.set_metrics(run_id, rel, metrics.parse(rel, data, kind="log",
+                                                                limits=lim))
 
     def _write_status(self) -> None:
         a = self.assembler

@@ -59,6 +59,8 @@ class Run:
     script: str | None = None
     script_seen: bool = True
     marker: int = 0  # where in the file event stream the run showed itself (script open)
+    log_paths: set[str] = field(default_factory=set)  # where its stdout/stderr go
+    noted: set[str] = field(default_factory=set)  # metrics files it was told it can't read
     has_python_env: bool = False
 
     def use(self, path: str) -> Use:

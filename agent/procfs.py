@@ -204,6 +204,12 @@ def exe_and_argv(pid: int) -> tuple[str | None, tuple[str, ...]] | None:
     return _readlink(f"/proc/{pid}/exe"), _split_nul(cmdline)
 
 
+def alive_pid(pid: int) -> bool:
+    """Whether some process (not a zombie) has this pid now."""
+    brief = stat_brief(pid) if isinstance(pid, int) and pid > 0 else None
+    return brief is not None and brief[0] not in ("Z", "X")
+
+
 def alive(pid: int, start_ticks: int) -> bool:
     """True while the process (pid, start_ticks) runs; a zombie counts as ended."""
     brief = stat_brief(pid)

@@ -46,6 +46,9 @@ def _translate(err: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"cannot use the catalog at {path}: {text}")
 
 
+_text = records.safe_text
+
+
 class Catalog(TelemetryMixin, MetricsMixin):
     """One project's catalog. The agent's assembler is its only writer; any number of
     readers (CLI, notebooks) may open it at once, read-only, without blocking it."""
@@ -180,8 +183,9 @@ class Catalog(TelemetryMixin, MetricsMixin):
     # ---- paths ---------------------------------------------------------------------
     def relpath(self, path: str | os.PathLike[str]) -> str:
         """The catalog's name for a path: project-relative posix inside, else absolute.
-        A relative path is taken as already project-relative."""
-        text = os.fspath(path)
+        A relative path is taken as already project-relative. Bytes that are not UTF-8
+        (Linux names may hold any) are kept as `\\xNN` escapes: SQLite text is UTF-8."""
+        text = _text(os.fspath(path))
         if not os.path.isabs(text):
             return Path(os.path.normpath(text)).as_posix()
         text = os.path.normpath(text)
@@ -200,8 +204,8 @@ class Catalog(TelemetryMixin, MetricsMixin):
             cur = self._execute(
                 "INSERT INTO runs (command, cwd, exe, pid, pid_start, user, hostname, status,"
                 " started_at, tier) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-                (records.dumps(list(command)), cwd, exe, pid, pid_start, user, hostname,
-                 started_at, tier),
+                (records.dumps(list(command)), _text(cwd), _text(exe), pid, pid_start, user,
+                 hostname, started_at, tier),
             )
         return int(cur.lastrowid or 0)
 
@@ -233,8 +237,8 @@ class Catalog(TelemetryMixin, MetricsMixin):
             cur = self._execute(
                 "INSERT INTO steps (run_id, pid, ppid, parent_step_id, argv, cwd, exe,"
                 " started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
-                (run_id, pid, ppid, parent_step_id, records.dumps(list(argv)), cwd, exe,
-                 started_at),
+                (run_id, pid, ppid, parent_step_id, records.dumps(list(argv)), _text(cwd),
+                 _text(exe), started_at),
             )
         return int(cur.lastrowid or 0)
 
@@ -344,6 +348,12 @@ class Catalog(TelemetryMixin, MetricsMixin):
             if role == "output" and left is None:
                 self._execute("UPDATE versions SET run_id = NULL WHERE id = ? AND run_id = ?",
                               (version_id, run_id))
+
+    def run_of_process(self, pid: int, pid_start: int) -> dict | None:
+        """The run whose root is this process (pid and start ticks): id and status."""
+        row = self._execute("SELECT id, status FROM runs WHERE pid = ? AND pid_start = ?"
+                            " ORDER BY id DESC LIMIT 1", (pid, pid_start)).fetchone()
+        return None if row is None else dict(row)
 
     def root_step(self, run_id: int, pid: int) -> int | None:
         """The id of a run's first step run by `pid` (its root), if recorded."""

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .errors import NoSuchRun
+from .records import safe_text
 
 _CHUNK = 500  # run ids per query: well under SQLite's bound-parameter limit
 
@@ -24,8 +25,8 @@ def _row(run_id: int, source: str, metric: Sequence[Any]) -> tuple[Any, ...]:
     if value is not None and not math.isfinite(value):  # NaN must never compare as a number
         value, text = None, text or ("nan" if math.isnan(value) else
                                      "inf" if value > 0 else "-inf")
-    return (run_id, str(key), None if step is None else float(step),
-            None if value is None else float(value), text, source,
+    return (run_id, safe_text(str(key)), None if step is None else float(step),
+            None if value is None else float(value), safe_text(text), source,
             None if wall is None else float(wall))
 
 
@@ -50,9 +51,15 @@ class MetricsMixin:
     path: Any
 
     # ---- writes (the agent) ------------------------------------------------------
+    def has_metrics(self, run_id: int, source: str) -> bool:
+        """Whether `source` gave this run metrics before."""
+        return self._execute("SELECT 1 FROM metrics WHERE run_id = ? AND source = ? LIMIT 1",
+                             (run_id, self.relpath(source))).fetchone() is not None
+
     def set_metrics(self, run_id: int, source: str, metrics: Iterable[Sequence[Any]]) -> int:
         """Replace what `source` (a project-relative path) said about the run with
         `metrics` (Metric tuples: key, step, value, text, wall); returns how many."""
+        source = self.relpath(source)
         rows = [_row(run_id, source, m) for m in metrics]
         with self.transaction():
             self._execute("DELETE FROM metrics WHERE run_id = ? AND source = ?",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -20,9 +21,28 @@ ROLES = ("input", "output", "code")
 _ROLE_KEY = {"input": "inputs", "output": "outputs", "code": "code"}
 
 
+def safe_text(value: str | None) -> str | None:
+    """A str SQLite can store: undecodable bytes (surrogate escapes) become \\xNN."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return os.fsencode(value).decode("utf-8", "backslashreplace")
+
+
 def dumps(value: Any) -> str:
-    """JSON for one stored value; tuples become lists, unknown types their str()."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """JSON for one stored value; tuples become lists, unknown types their str().
+
+    Undecodable bytes of Linux names (surrogate escapes) are written as \\uXXXX, which
+    SQLite can store and json.loads turns back into the same str."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+    return text
 
 
 def canonical(value: Any) -> str:

@@ -38,8 +38,78 @@ def status_text(run: dict[str, Any]) -> str:
     return status
 
 
-def render_runs(runs: list[dict[str, Any]], width: int | None = None) -> str:
-    """The runs table: ID, STATUS, STARTED, DURATION, COMMAND (cut to width), IN, OUT."""
+_SERIES_FIELDS = ("last", "last_step", "min", "min_step", "max", "max_step", "count", "final")
+
+
+def _lookup(mapping: Any, rest: str) -> Any:
+    """`rest` in a run's params/metrics/telemetry: the key as written, else the one key
+    ending in `:rest` or `.rest` (`test.f1` finds `summary.json:test.f1`), else a nested
+    path (`gpus.0.mem_peak`); a series gives its last value unless a field is named
+    (`val_loss.min`)."""
+    found = _find(mapping, rest)
+    if isinstance(found, dict) and "last" in found:
+        return found["last"]
+    return found
+
+
+def _find(mapping: Any, rest: str) -> Any:
+    if not isinstance(mapping, dict) or not rest:
+        return None
+    found = mapping.get(rest)
+    if found is None:
+        hits = [k for k in mapping if str(k).endswith((f":{rest}", f".{rest}"))]
+        found = mapping[hits[0]] if len(hits) == 1 else None
+    if found is None:
+        head, _, tail = rest.rpartition(".")
+        if head and tail in _SERIES_FIELDS:
+            series = _find(mapping, head)
+            return series.get(tail) if isinstance(series, dict) else None
+        first, _, more = rest.partition(".")
+        if more and isinstance(mapping.get(first), dict):
+            return _find(mapping[first], more)
+    return found
+
+
+def column_value(run: dict[str, Any], spec: str) -> Any:
+    """The value of a column spec (`metrics.test.f1`, `params.lr`, `telemetry.rss_peak`,
+    or a top-level field such as `duration`) for one run; None when it has none."""
+    group, _, rest = spec.partition(".")
+    if group in ("metrics", "params", "telemetry") and rest:
+        return _lookup(run.get(group), rest)
+    return run.get(spec)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def sort_runs(runs: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
+    """Runs ordered by a column spec, `-spec` descending; runs without a value last."""
+    descending = spec.startswith("-")
+    spec = spec.lstrip("-")
+
+    def key(run: dict[str, Any]) -> tuple[int, Any]:
+        value = column_value(run, spec)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return (1, str(value)) if value is not None else (2, "")
+        return (0, value)
+
+    present = [r for r in runs if key(r)[0] < 2]
+    missing = [r for r in runs if key(r)[0] == 2]
+    numbers = sorted((r for r in present if key(r)[0] == 0), key=key, reverse=descending)
+    texts = sorted((r for r in present if key(r)[0] == 1), key=key, reverse=descending)
+    return numbers + texts + missing
+
+
+def render_runs(runs: list[dict[str, Any]], width: int | None = None,
+                columns: list[str] | None = None) -> str:
+    """The runs table: ID, STATUS, STARTED, DURATION, COMMAND (cut to width), IN, OUT,
+    then one column per extra spec."""
+    columns = columns or []
     rows = [
         (
             run.get("id"),
@@ -49,11 +119,17 @@ def render_runs(runs: list[dict[str, Any]], width: int | None = None) -> str:
             command_text(run.get("command")),
             len(run.get("inputs") or ()),
             len(run.get("outputs") or ()),
+            *(_cell(column_value(run, c)) for c in columns),
         )
         for run in runs
     ]
-    headers = ("ID", "STATUS", "STARTED", "DURATION", "COMMAND", "IN", "OUT")
+    headers = ("ID", "STATUS", "STARTED", "DURATION", "COMMAND", "IN", "OUT",
+               *(c.upper() for c in columns))
     return table(headers, rows, width=width or terminal_width(), shrink=4)
+
+
+def _columns(text: str | None) -> list[str]:
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
 
 
 @click.command()
@@ -62,17 +138,33 @@ def render_runs(runs: list[dict[str, Any]], width: int | None = None) -> str:
               help="Show at most N runs.")
 @click.option("--status", "status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--all", "show_all", is_flag=True, help="Show every run (no limit).")
+@click.option("--columns", "columns_text", metavar="SPEC,...",
+              help="Add columns: metrics.KEY, params.KEY, telemetry.KEY (e.g. "
+                   "metrics.test.f1,params.lr); with --json each run gets a `columns` object.")
+@click.option("--sort", "sort_spec", metavar="[-]SPEC",
+              help="Sort by a column spec (or a field such as duration); -SPEC descending. "
+                   "Sorts all runs, then shows the first N.")
 @pass_state
-def runs(state: AppState, as_json: bool, limit: int, status: str | None, show_all: bool) -> None:
-    """List runs, newest first."""
+def runs(state: AppState, as_json: bool, limit: int, status: str | None, show_all: bool,
+         columns_text: str | None, sort_spec: str | None) -> None:
+    """List runs, newest first (or in --sort order)."""
+    columns = _columns(columns_text)
     with state.catalog() as catalog:
-        found = catalog.runs(limit=None if show_all else limit, status=status)
+        fetch = None if show_all or sort_spec else limit
+        found = catalog.runs(limit=fetch, status=status)
+    if sort_spec:
+        found = sort_runs(found, sort_spec)
+        if not show_all:
+            found = found[:limit]
     if as_json:
+        if columns:
+            for run in found:
+                run["columns"] = {c: column_value(run, c) for c in columns}
         emit_json(found)
         return
     if not found:
         note(EMPTY_HINT if status is None else f"no {status} runs")
         return
-    emit(render_runs(found))
+    emit(render_runs(found, columns=columns))
     if not show_all and len(found) == limit:
         note(f"(the {limit} newest; --all shows every run)")

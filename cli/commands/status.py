@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from onlooker.agent import lifecycle
+from onlooker.agent import config, lifecycle
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.commands.stop import backlog_text
 from onlooker.cli.output import emit, emit_json, human_duration, json_option, table
@@ -15,6 +15,7 @@ from onlooker.cli.output import emit, emit_json, human_duration, json_option, ta
 def gather(state: AppState) -> dict[str, Any]:
     """lifecycle.status plus the catalog's counts (`catalog`)."""
     project = state.project()
+    config.load(project)  # a broken config is the first thing a person must hear
     out = lifecycle.status(project)
     with state.catalog() as catalog:
         out["catalog"] = catalog.counts()
@@ -38,7 +39,7 @@ def render_status(st: dict[str, Any]) -> str:
     else:
         agent = "not running (never started here)"
     rows.append(("agent", agent))
-    for which in ("process", "files"):
+    for which in ("process", "files", "gpu"):
         tier = (st.get("tiers") or {}).get(which)
         if isinstance(tier, dict):
             why = f" ({tier['why']})" if tier.get("why") else ""
@@ -58,7 +59,8 @@ def render_status(st: dict[str, Any]) -> str:
 def status(state: AppState, as_json: bool) -> None:
     """Show the agent's state, capture tiers (and why), counts and backlog.
 
-    Exits 0 whether or not the agent runs; 1 when the folder is not instrumented.
+    Exits 0 whether or not the agent runs; 1 when the folder is not instrumented or
+    its config cannot be used.
     """
     st = gather(state)
     if as_json:

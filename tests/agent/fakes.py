@@ -20,6 +20,8 @@ class FakeCatalog:
         self.params: dict[int, dict] = {}
         self.envs: list[dict] = []
         self.stat: list[tuple] = []
+        self.metrics: list[tuple] = []
+        self.telemetry: list[tuple] = []
 
     @contextlib.contextmanager
     def transaction(self):
@@ -66,6 +68,19 @@ class FakeCatalog:
     def put_env(self, env: dict) -> int:
         self.envs.append(env)
         return len(self.envs)
+
+    def has_metrics(self, run_id: int, source: str) -> bool:
+        return any(src == source for r, src, _ in self.metrics if r == run_id)
+
+    def set_metrics(self, run_id: int, source: str, metrics) -> None:
+        self.metrics = [m for m in self.metrics if (m[0], m[1]) != (run_id, source)]
+        self.metrics.append((run_id, source, list(metrics)))
+
+    def add_telemetry(self, rows) -> None:
+        self.telemetry.extend(rows)
+
+    def compact_telemetry(self, now: float) -> None:
+        pass
 
     def stat_store(self, rows) -> None:
         self.stat.extend(rows)

@@ -485,3 +485,32 @@ def test_a_shell_waiting_on_its_child_leaves_the_files_to_the_child(project):
     asm.tick(T0 + 1)
     finish_hashes(asm, hasher, T0 + 1)
     assert [s for _, _, ro, s in cat.links if ro == "output"] == [2]
+
+
+def test_metrics_files_and_redirected_stdout_give_metrics(project):
+    import dataclasses
+
+    blobs = {
+        "blake3:" + "a" * 64: b'{"test": {"f1": 0.91, "acc": 0.95}}',
+        "blake3:" + "b" * 64: b"epoch 1 loss=0.50\nepoch 2 loss=0.25\n",
+    }
+    asm, cat, hasher = make(project, probes=Probes(read_object=blobs.get))
+    p = str(project)
+    log_path = f"{p}/logs/train.txt"  # `python src/train.py > logs/train.txt 2>&1`
+    proc = dataclasses.replace(info(10, ["python", "src/train.py"], cwd=p, started=T0),
+                               stdio=(log_path, log_path))
+    asm.handle(ProcExec(T0, proc))
+    asm.handle(FileEvent(T0 + 0.001, OPEN, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/summary.json"))
+    asm.tick(T0 + 1)
+    for path in list(hasher.requests):
+        hasher.requests.remove(path)
+        letter = "a" if path.endswith(".json") else "b"
+        asm.handle(HashDone(T0 + 1, path, "blake3:" + letter * 64, size=40, stored=True))
+    got = {src: {m[0]: (m[1], m[2]) for m in rows} for _, src, rows in cat.metrics}
+    assert got["summary.json"] == {"summary.json:test.f1": (None, 0.91),
+                                   "summary.json:test.acc": (None, 0.95)}
+    assert "loss" in got["logs/train.txt"]
+    kinds_ = {v["path"]: v["kind"] for v in cat.versions.values()}
+    assert kinds_["logs/train.txt"] == "log"
+    assert set(cat.io(1, "output")) == {"summary.json", "logs/train.txt"}

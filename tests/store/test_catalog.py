@@ -52,7 +52,8 @@ def test_init_creates_wal_catalog_and_is_idempotent(tmp_path):
     again = Catalog(tmp_path / ".onlooker")  # re-running migrations changes nothing
     assert schema.version(again._conn) == schema.LATEST
     again.close()
-    assert schema.migrate(sqlite3.connect(tmp_path / ".onlooker" / "catalog.db"), "x") == schema.LATEST
+    conn = sqlite3.connect(tmp_path / ".onlooker" / "catalog.db")
+    assert schema.migrate(conn, "x") == schema.LATEST
 
 
 def test_missing_project(tmp_path):
@@ -276,3 +277,20 @@ def test_reader_not_blocked_by_writer(cat):
         time.sleep(0.01)
     assert len(reader.runs()) == 2
     reader.close()
+
+
+def test_names_that_are_not_utf8_are_stored_not_fatal(tmp_path):
+    import os as _os
+
+    cat = Catalog.init(tmp_path)
+    odd = _os.fsdecode(b"data/caf\xe9.csv")
+    with cat.transaction():
+        rid = cat.begin_run(command=["python", "x.py", odd], cwd=str(tmp_path / _os.fsdecode(
+            b"d\xff")), exe=None, pid=1, pid_start=1, user=None, hostname="h",
+            started_at=T0, tier="t")
+        vid = cat.add_version(odd, hash=H1, size=1, mtime_ns=1, kind="dataset", stored=False,
+                              created_at=T0)
+        cat.link(rid, vid, "input")
+    run = cat.run(rid)
+    assert run["command"][2] == odd  # argv round-trips exactly
+    assert run["inputs"][0]["path"] == "data/caf\\xe9.csv"
