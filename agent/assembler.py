@@ -129,6 +129,8 @@ class Assembler:
         self.stats = Stats()
         self._seq = 0  # file events processed, in stream order
         self._compacted = float("-inf")
+        self._now_seen = 0.0  # when the process being handled was seen
+        self._event_t = 0.0  # when the file event being handled was seen
 
     # -- entry points ---------------------------------------------------------
 
@@ -216,6 +218,7 @@ class Assembler:
                                             cwd=info.cwd, exe=info.exe,
                                             started_at=clock.to_wall(info.started))
         run.root_step = Step(step_id, info.pid, None, info.started)
+        run.steps.append(run.root_step)
         self.runs.append(run)
         self._join(run, info, run.root_step)
         for child in descendants:
@@ -231,6 +234,7 @@ class Assembler:
 
     def _on_exec(self, ev: ProcExec) -> None:
         info = ev.info
+        self._now_seen = ev.t
         known = self.procs.get(info.pid)
         if known is not None and known.start_ticks == info.start_ticks and known.exited is None:
             if tuple(info.argv) == known.argv:
@@ -255,6 +259,16 @@ class Assembler:
             # Started before the agent watched: its reads were missed; not a run of ours.
             self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
             return
+        parent = self.procs.get(info.ppid)
+        if parent is not None and parent.run is None and tuple(info.argv) == parent.argv:
+            # A fork (not yet an exec) of a process that is no run: judged when it execs.
+            self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+            return
+        if any(info.pid in r.info.ancestors for r in self.runs if r.ended_at is None):
+            # Seen after its child already became a run (polling sees a shell's exec late):
+            # the child's run is the work; this process only waits for it.
+            self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+            return
         ok, why = classify.is_run(info, self.project, self.cfg)
         if not ok:
             self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
@@ -277,8 +291,10 @@ class Assembler:
             hostname=os.uname().nodename, started_at=clock.to_wall(info.started), tier=self.tier)
         run = Run(db_id=db_id, root_pid=info.pid, root_start=info.start_ticks, info=info,
                   started=info.started)
+        mode = classify.parse_invocation(list(info.argv), info.exe).mode
+        run.one_liner = mode == "command"
         script = classify.script_of(info)
-        if classify.parse_invocation(list(info.argv), info.exe).mode != "script":
+        if mode != "script":
             script = None  # `python -m pkg.mod` may read its module from __pycache__ only
         if (not self.pids_known and script and self.ignore.inside(script)
                 and not self.ignore.skip_file(script)):
@@ -290,6 +306,7 @@ class Assembler:
                                         argv=secrets.redact_argv(argv), cwd=info.cwd,
                                         exe=info.exe, started_at=clock.to_wall(info.started))
         run.root_step = Step(step_id, info.pid, None, info.started)
+        run.steps.append(run.root_step)
         self._join(run, info, run.root_step)
         self._run_context(run, info)
         self._note_stdio(run, info, run.root_step)
@@ -348,23 +365,27 @@ class Assembler:
         parent = proc.step
         if exec_in_place and proc.step is not None and proc.step.pid == info.pid:
             self.catalog.update_step(proc.step.db_id, status="ended",
-                                     ended_at=clock.to_wall(self._now_of(info)))
+                                     ended_at=clock.to_wall(self._now_seen))
             proc.step.ended = True
+            proc.step.ended_t = proc.step.last_alive = self._now_seen
             parent = proc.step.parent or proc.step
+        # an exec in place starts a new program now; a new process started at its fork
+        started = info.started if not exec_in_place else max(info.started, self._now_seen)
         step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,
                                         parent_step_id=parent.db_id if parent else None,
                                         argv=secrets.redact_argv(list(info.argv)),
                                         cwd=info.cwd, exe=info.exe,
-                                        started_at=clock.to_wall(self._now_of(info)))
-        proc.step = Step(step_id, info.pid, parent, info.started)
+                                        started_at=clock.to_wall(started))
+        proc.step = Step(step_id, info.pid, parent, started)
+        run.steps.append(proc.step)
         proc.argv = tuple(info.argv)
         proc.exe = info.exe
         self._note_argv_paths(run, info)
         self._note_stdio(run, info, proc.step)
-        if exec_in_place and info.pid == run.root_pid:
-            # The run's first program handed over to this one (`bash -c "python x.py
-            # --lr 0.1 > log"`, a script ending in `exec python ...`): its argv holds
-            # the run's parameters.
+        if (exec_in_place and info.pid == run.root_pid) or run.one_liner:
+            # The run's first program handed over to this one (a script ending in `exec
+            # python ...`), or the run is a one-liner (`bash -c "python x.py --lr 0.1 >
+            # log"`, which bash may exec or fork): the program's argv holds the params.
             found = params.argv_params(list(info.argv))
             if found:
                 run.params.update({k: (v, "argv") for k, v in found.items()})
@@ -376,10 +397,6 @@ class Assembler:
             if env and "python" in env:
                 self.catalog.update_run(run.db_id, env_id=self.catalog.put_env(env))
                 run.has_python_env = True
-
-    @staticmethod
-    def _now_of(info: ProcInfo) -> float:
-        return info.started
 
     def _on_fork(self, ev: ProcFork) -> None:
         parent = self.procs.get(ev.parent_pid)
@@ -402,6 +419,8 @@ class Assembler:
         status = _status(ev.exit_code, ev.signal)
         if proc.step is not None and proc.step.pid == ev.pid and not proc.step.ended:
             proc.step.ended = True
+            proc.step.ended_t = ev.t
+            proc.step.last_alive = ev.after if ev.after is not None else ev.t
             self.catalog.update_step(proc.step.db_id, status=status, exit_code=ev.exit_code,
                                      signal=ev.signal, ended_at=clock.to_wall(ev.t))
         if ev.pid == run.root_pid:
@@ -478,14 +497,16 @@ class Assembler:
             self.moves[ev.cookie] = path
             return
         if self.pids_known and ev.pid is None and ev.op not in (MOVED_TO, DELETE):
-            if ev.op == CREATE:
+            if ev.op == CREATE and not any(
+                    (u := r.files.get(path)) is not None and u.written for r in self.runs):
                 # A file that appeared in a folder watched too late (made and filled
-                # by a rename at once): the run that wrote in that folder made it.
-                writer = self._folder_writer(path, ev.t)
-                if writer is not None:
-                    self._record(writer, path, write=True, step=writer.root_step)
+                # by a rename at once): the step that wrote in that folder made it.
+                found = self._folder_writer(path, ev.t)
+                if found is not None:
+                    self._record(found[0], path, write=True, step=found[1])
             return  # fanotify reports opens and closes with their pid; inotify adds moves
         self._seq += 1
+        self._event_t = ev.t
         if ev.pid is None and ev.op in (OPEN, CLOSE_NOWRITE):
             for r in self.runs:
                 if not r.script_seen and r.script == path:
@@ -503,12 +524,15 @@ class Assembler:
         if ev.op == MOVED_TO:
             src = self.moves.pop(ev.cookie, None)
             if src is not None:
-                for r in self.runs:
-                    use = r.files.get(src)
-                    if use is not None and use.written:
-                        self._drop_output(r, use)
-                        if run is None or self.pids_known:
-                            run, step = r, use.step
+                # The run that wrote the moved file last renamed it (a temp file put in
+                # place); earlier writers of the same temp name keep what they did.
+                writers = [(u.written_t, r, u) for r in self.runs
+                           if (u := r.files.get(src)) is not None and u.written]
+                if writers:
+                    _, r, use = max(writers, key=lambda w: w[0])
+                    self._drop_output(r, use)
+                    if run is None or self.pids_known:
+                        run, step = r, use.last_writer or use.step
             self._record(run, path, write=True, step=step)
             return
         if ev.op == DELETE:
@@ -521,11 +545,16 @@ class Assembler:
         if write or read:
             self._record(run, path, write=write, step=step)
 
-    def _folder_writer(self, path: str, t: float) -> Run | None:
+    def _folder_writer(self, path: str, t: float) -> tuple[Run, Step | None] | None:
         folder = os.path.dirname(path) + "/"
-        found = {id(r): r for r in self.runs if r.alive_at(t, _PIDLESS_SLACK)
-                 and any(u.written or u.deleted for p, u in r.files.items()
-                         if p.startswith(folder) and "/" not in p[len(folder):])}
+        found: dict[int, tuple[Run, Step | None]] = {}
+        for r in self.runs:
+            if not r.alive_at(t, _PIDLESS_SLACK):
+                continue
+            for p, u in r.files.items():
+                if (u.written or u.deleted) and p.startswith(folder) and "/" not in p[
+                        len(folder):]:
+                    found[id(r)] = (r, u.last_writer or u.step)
         return next(iter(found.values())) if len(found) == 1 else None
 
     def _attribute(self, ev: FileEvent, path: str) -> tuple[Run | None, Step | None]:
@@ -576,13 +605,7 @@ class Assembler:
             return None, None
         run = cands[0]
         step = run.root_step
-        live_steps = {self.procs[p].step.db_id: self.procs[p].step for p in run.members
-                      if p in self.procs and self.procs[p].step is not None}
-        parents = {id(st.parent) for st in live_steps.values() if st.parent is not None}
-        leaves = [st for st in live_steps.values() if id(st) not in parents]
-        if len(leaves) == 1:
-            # One chain (a shell waiting on its python): the innermost program did it.
-            step = leaves[0]
+        step = _step_at(run.steps, ev.t) or step
         return run, step
 
     def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None) -> None:
@@ -603,6 +626,8 @@ class Assembler:
             use.steps[step] = "write"
             use.written = True
             use.deleted = False
+            use.written_t = self._event_t
+            use.last_writer = step
             self._want_hash(path, _Waiter(run, True), delay=self.quiet)
             return
         if had is not None:
@@ -731,6 +756,21 @@ class Assembler:
             for k, v in found.items():
                 run.params[k] = (v, rel)
             self.catalog.set_params(run.db_id, run.params)
+
+
+def _step_at(steps: list[Step], t: float) -> Step | None:
+    """The step that did what happened at `t`, where the run's steps tell: the innermost
+    of one chain of steps alive then (a shell waiting on its python), the later of two
+    that ran one after the other."""
+    live = [st for st in steps if st.started - 0.011 <= t
+            and (st.ended_t is None or t <= st.ended_t + _SLACK)]
+    parents = {id(st.parent) for st in live if st.parent is not None}
+    leaves = [st for st in live if id(st) not in parents]
+    if len(leaves) > 1:
+        leaves = [st for st in leaves if not any(
+            other is not st and st.ended_t is not None and st.last_alive < other.started
+            for other in leaves)]
+    return leaves[0] if len(leaves) == 1 else None
 
 
 def _named(path: str, argv_paths: set[str]) -> bool:

@@ -16,6 +16,8 @@ class Step:
     parent: Step | None
     started: float
     ended: bool = False
+    ended_t: float | None = None  # when its end was seen
+    last_alive: float = float("inf")  # polling: still alive then (it ended after)
 
 
 @dataclass(eq=False)
@@ -29,6 +31,8 @@ class Use:
     steps: dict[Step, str] = field(default_factory=dict)  # step -> "read" | "write"
     # version ids linked for the path, by (role, step id), so a later role can replace them
     links: dict[tuple[str, int | None], int] = field(default_factory=dict)
+    written_t: float = 0.0  # when it was last written
+    last_writer: Step | None = None
     read_vid: int | None = None  # the version the run read, once hashed
     read_role: str = "input"
 
@@ -43,6 +47,7 @@ class Run:
     info: ProcInfo
     started: float
     root_step: Step | None = None
+    steps: list[Step] = field(default_factory=list)
     members: set[int] = field(default_factory=set)  # pids alive
     pids: set[int] = field(default_factory=set)  # every pid that ever belonged
     ended_at: float | None = None  # when the last member was seen to end
@@ -54,6 +59,7 @@ class Run:
     params: dict[str, tuple[object, str]] = field(default_factory=dict)
     waiting: int = 0  # hash results still owed to this run
     reattached: bool = False
+    one_liner: bool = False  # `sh -c "..."`: its programs' argv hold the params
     # The script the run's program opens first (inside the project), and whether its
     # open has gone by in the file event stream: events before it are not this run's.
     script: str | None = None

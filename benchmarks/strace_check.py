@@ -39,7 +39,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onlooker.agent import kinds
+from onlooker.agent import classify, kinds
 from onlooker.agent import params as oparams
 from onlooker.agent.config import DEFAULTS
 
@@ -385,6 +385,11 @@ def compare(want: list[dict], got: dict) -> list[dict]:
         if list(r["command"]) not in [list(s["argv"]) for s in w["steps"]]:
             probs["command"] = f"{r['command']} was never exec'd under strace"
         wp = {**oparams.argv_params(r["command"]), **w["params"]}
+        if classify.parse_invocation(list(r["command"])).mode == "command":
+            # a one-liner (`bash -c "python x.py --lr 0.1 > log"`): its programs' argv
+            # hold the run's params
+            for st in r.get("steps", [])[1:]:
+                wp.update(oparams.argv_params(st["argv"]))
         if set(gp) - set(wp):
             probs["spurious_params"] = sorted(set(gp) - set(wp))
         if set(wp) - set(gp):

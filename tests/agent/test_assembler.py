@@ -514,3 +514,98 @@ def test_metrics_files_and_redirected_stdout_give_metrics(project):
     kinds_ = {v["path"]: v["kind"] for v in cat.versions.values()}
     assert kinds_["logs/train.txt"] == "log"
     assert set(cat.io(1, "output")) == {"summary.json", "logs/train.txt"}
+
+
+def test_poll_tier_steps_are_judged_at_the_time_of_the_event(project):
+    """run.sh: a.py (reads in.txt, writes a.out), then b.py (writes b.out). The events
+    are attributed half a second later, when b.py (or nothing) is alive."""
+    asm, cat, hasher = make(project)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["bash", "run.sh"], cwd=p, started=T0, exe="/bin/bash")))
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_NOWRITE, f"{p}/run.sh"))
+    asm.handle(ProcExec(T0 + 0.1, info(11, ["python", "a.py"], ppid=10, cwd=p,
+                                       started=T0 + 0.1)))
+    asm.handle(FileEvent(T0 + 1.1, CLOSE_NOWRITE, f"{p}/in.txt"))
+    asm.handle(FileEvent(T0 + 1.2, CLOSE_WRITE, f"{p}/a.out"))
+    asm.handle(ProcExit(T0 + 1.3, 11, after=T0 + 1.25))
+    asm.handle(ProcExec(T0 + 1.3, info(12, ["python", "b.py"], ppid=10, cwd=p,
+                                       started=T0 + 1.27)))
+    asm.handle(FileEvent(T0 + 3.3, CLOSE_WRITE, f"{p}/b.out"))
+    asm.tick(T0 + 4)
+    finish_hashes(asm, hasher, T0 + 4)
+    by_step = {}
+    for _, v, ro, s in cat.links:
+        by_step.setdefault(s, set()).add((cat.versions[v]["path"], ro))
+    assert by_step[2] == {("in.txt", "input"), ("a.out", "output")}
+    assert by_step[3] == {("b.out", "output")}
+
+
+def test_a_fork_of_a_process_that_is_no_run_waits_for_its_exec(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    # a test runner started before the agent forks a child that will exec a script
+    asm.handle(ProcExec(T0, info(10, ["python", "tool.py"], cwd=p, started=T0 - 500)))
+    asm.handle(ProcExec(T0 + 1, info(11, ["python", "tool.py"], ppid=10, cwd=p,
+                                     started=T0 + 1)))
+    assert cat.runs == {}
+    asm.handle(ProcExec(T0 + 1.05, info(11, ["python", "src/train.py"], ppid=10, cwd=p,
+                                        started=T0 + 1)))
+    assert [r["command"] for r in cat.runs.values()] == [["python", "src/train.py"]]
+
+
+def test_a_shell_seen_after_its_child_became_a_run_is_not_a_second_run(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    (project / "logs").mkdir()
+    (project / "logs" / "x.log").write_text("")
+    asm.handle(ProcExec(T0 + 0.05, info(11, ["python", "src/train.py"], ppid=10, cwd=p,
+                                        started=T0 + 0.02, ancestors=(10, 1))))
+    asm.handle(ProcExec(T0 + 0.06, info(10, ["bash", "-c", "python src/train.py > logs/x.log"],
+                                        cwd=p, started=T0, exe="/bin/bash")))
+    assert len(cat.runs) == 1 and cat.runs[1]["command"] == ["python", "src/train.py"]
+
+
+def test_a_one_liner_that_forks_its_program_gets_the_program_params(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    (project / "logs").mkdir()
+    (project / "logs" / "train.log").write_text("")
+    line = "python -m pkg.train lr=0.1 > logs/train.log"
+    asm.handle(ProcExec(T0, info(10, ["bash", "-c", line], cwd=p, started=T0, exe="/bin/bash")))
+    asm.handle(ProcExec(T0 + 0.01, info(11, ["python", "-m", "pkg.train", "lr=0.1"], ppid=10,
+                                        cwd=p, started=T0 + 0.01)))
+    assert cat.params[1]["lr"] == (0.1, "argv")
+
+
+def test_fanotify_creates_do_not_land_on_the_root_step(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["bash", "run.sh"], cwd=p, started=T0, exe="/bin/bash")))
+    asm.handle(ProcExec(T0 + 0.1, info(11, ["python", "w.py"], ppid=10, cwd=p,
+                                       started=T0 + 0.1)))
+    asm.handle(FileEvent(T0 + 0.2, CREATE, f"{p}/out/a.txt"))  # inotify, no pid
+    asm.handle(FileEvent(T0 + 0.2, CLOSE_WRITE, f"{p}/out/a.txt", pid=11))
+    asm.tick(T0 + 2)
+    finish_hashes(asm, hasher, T0 + 2)
+    assert [s for _, _, ro, s in cat.links if ro == "output"] == [2]
+
+
+def test_back_to_back_runs_renaming_the_same_temp_name(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    for n, pid in enumerate((10, 20, 30)):
+        t = T0 + n * 0.3
+        exec_(asm, pid, ["python", "w.py", "old"], project, t)
+        asm.handle(FileEvent(t + 0.15, CLOSE_WRITE, f"{p}/old/m.tmp", pid=pid))
+        asm.handle(FileEvent(t + 0.16, MOVED_FROM, f"{p}/old/m.tmp", cookie=pid))
+        asm.handle(FileEvent(t + 0.16, MOVED_TO, f"{p}/old/m.pkl", cookie=pid))
+        asm.handle(ProcExit(t + 0.2, pid, exit_code=0))
+    asm.tick(T0 + 3)
+    for path in list(hasher.requests):
+        hasher.requests.remove(path)
+        if path.endswith(".tmp"):
+            asm.handle(HashDone(T0 + 3, path, None, error="vanished"))
+    for rid in (1, 2, 3):
+        assert cat.io(rid, "output") == {} or set(cat.io(rid, "output")) == {"old/m.pkl"}
+    waiting = [w.run.db_id for w in asm.waiters.get(f"{p}/old/m.pkl", []) if w.run]
+    assert sorted(set(waiting)) == [1, 2, 3]
