@@ -514,8 +514,9 @@ class Assembler:
                     break
         write = ev.op in (CLOSE_WRITE, CREATE, MOVED_TO, OPEN_WRITE)
         read = ev.op in (OPEN, CLOSE_NOWRITE)
-        if ev.op == OPEN and not self.pids_known:
-            # inotify cannot tell a read open from a write open: the close will say.
+        if ev.op == OPEN:
+            # Neither tier tells a read open from a write open: the close will say
+            # (hashing at the open would version a file still being written).
             return
         run, step = self._attribute(ev, path) if ev.op != DELETE else (None, None)
         if log.isEnabledFor(logging.DEBUG):
@@ -533,7 +534,7 @@ class Assembler:
                     self._drop_output(r, use)
                     if run is None or self.pids_known:
                         run, step = r, use.last_writer or use.step
-            self._record(run, path, write=True, step=step)
+            self._record(run, path, write=True, step=step, closed=True)
             return
         if ev.op == DELETE:
             for r in self.runs:
@@ -543,19 +544,14 @@ class Assembler:
             return
 
         if write or read:
-            self._record(run, path, write=write, step=step)
+            self._record(run, path, write=write, step=step,
+                         closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE))
 
     def _folder_writer(self, path: str, t: float) -> tuple[Run, Step | None] | None:
-        folder = os.path.dirname(path) + "/"
-        found: dict[int, tuple[Run, Step | None]] = {}
-        for r in self.runs:
-            if not r.alive_at(t, _PIDLESS_SLACK):
-                continue
-            for p, u in r.files.items():
-                if (u.written or u.deleted) and p.startswith(folder) and "/" not in p[
-                        len(folder):]:
-                    found[id(r)] = (r, u.last_writer or u.step)
-        return next(iter(found.values())) if len(found) == 1 else None
+        folder = os.path.dirname(path)
+        found = [(r, r.wrote_in[folder]) for r in self.runs
+                 if folder in r.wrote_in and r.alive_at(t, _PIDLESS_SLACK)]
+        return found[0] if len(found) == 1 else None
 
     def _attribute(self, ev: FileEvent, path: str) -> tuple[Run | None, Step | None]:
         if ev.pid is not None:
@@ -608,12 +604,16 @@ class Assembler:
         step = _step_at(run.steps, ev.t) or step
         return run, step
 
-    def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None) -> None:
+    def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
+                closed: bool = False) -> None:
+        """A run (or no run) read or wrote `path`. `closed`: the writer closed it (or
+        renamed it into place), so it is complete and needs no quiet period."""
         inside = self.ignore.inside(path)
         if run is None:
             if not write or not inside:
                 return  # a read by no run is nobody's input
-            self._want_hash(path, _Waiter(None, True), delay=self.quiet)
+            self._want_hash(path, _Waiter(None, True), delay=0.0 if closed else self.quiet,
+                            settled=closed)
             return
         if not inside and not self.ignore.outside_ok(path):
             return
@@ -628,7 +628,9 @@ class Assembler:
             use.deleted = False
             use.written_t = self._event_t
             use.last_writer = step
-            self._want_hash(path, _Waiter(run, True), delay=self.quiet)
+            run.wrote_in[os.path.dirname(path)] = step
+            self._want_hash(path, _Waiter(run, True), delay=0.0 if closed else self.quiet,
+                            settled=closed)
             return
         if had is not None:
             return
@@ -638,14 +640,19 @@ class Assembler:
             self._link(run, path, use.read_vid, use.read_role, step)
             return
         use.read = True
-        self._want_hash(path, _Waiter(run, False), delay=0.0)
+        self._want_hash(path, _Waiter(run, False), delay=0.0, settled=closed)
 
-    def _want_hash(self, path: str, waiter: _Waiter, *, delay: float) -> None:
+    def _want_hash(self, path: str, waiter: _Waiter, *, delay: float,
+                   settled: bool = False) -> None:
         self.waiters.setdefault(path, []).append(waiter)
         if waiter.run is not None:
             waiter.run.waiting += 1
-        self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
-                            delay=delay)
+        if settled:
+            self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
+                                delay=delay, settled=True)
+        else:
+            self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
+                                delay=delay)
 
     def _drop_output(self, run: Run, use) -> None:
         use.deleted = True

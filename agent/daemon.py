@@ -34,7 +34,8 @@ from .telemetry import TelemetrySampler
 log = logging.getLogger(__name__)
 
 _BATCH = 5000  # events per transaction at most
-_STATUS_EVERY = 1.0
+_STATUS_EVERY = 2.0  # seconds between agent.json rewrites (lifecycle allows 10)
+_IDLE_WAIT = 0.5  # the main loop's longest sleep when nothing waits for its grace window
 
 
 def choose_tiers(cfg: config_mod.Config) -> dict[str, dict[str, str]]:
@@ -116,7 +117,9 @@ class Agent:
             self.side_door = SideDoor(self.store_dir / "tmp" / "read",
                                       fallback=self.inotify.expect_own_read)
             self.hasher.set_side_door(self.side_door)
-            self.sources.append(FdSampler(self.queue, hz=float(cap["poll_hz"]),
+            # Open files of run processes: evidence for attribution and reads outside the
+            # project; 10 Hz is plenty for files a run holds while it works.
+            self.sources.append(FdSampler(self.queue, hz=min(10.0, float(cap["poll_hz"])),
                                           watched=self.watched, keep=self._fd_keep))
         self.sources.append(self.inotify)
         self._git_cache: tuple[float, dict | None] = (-1e9, None)
@@ -197,8 +200,9 @@ class Agent:
     def _scan_loop(self) -> None:
         self.rescan_event.set()  # the start-up scan
         while not self.stop_event.is_set():
-            if not self.rescan_event.wait(0.5):
-                continue
+            self.rescan_event.wait()  # set at start-up, on overflow and on stop
+            if self.stop_event.is_set():
+                break
             self.rescan_event.clear()
             self.scanning = True
             t0 = time.monotonic()
@@ -262,13 +266,14 @@ class Agent:
                  self.tiers["process"]["name"], self.tiers["files"]["name"])
         last_status = time.monotonic()
         while not self.stop_event.is_set():
-            self._pump(timeout=0.1)
+            self._pump(timeout=self._next_wait())
             if time.monotonic() - last_status >= _STATUS_EVERY:
                 with self.catalog.transaction():
                     self._launcher_records()
                 self._write_status()
                 last_status = time.monotonic()
         self.state = "stopping"
+        self.rescan_event.set()  # wakes the scan loop, which sees the stop
         self._write_status()
         log.info("stopping: committing what was seen")
         for src in self.sources:
@@ -293,6 +298,17 @@ class Agent:
             self.assembler.drain(clock.now())
             self._launcher_records(final=True)
         log.info("stopped")
+
+    def _next_wait(self) -> float:
+        """How long the loop may sleep: until the next grace window closes, at most
+        _IDLE_WAIT (the status file and launcher records are looked at between)."""
+        a = self.assembler
+        due = [q[0][0] for q in (a.pending, a.pending_late) if q]
+        if a.open_runs():
+            return 0.1  # runs to close, telemetry to store
+        if due:
+            return max(0.01, min(_IDLE_WAIT, min(due) - clock.now()))
+        return _IDLE_WAIT
 
     def _pump(self, *, timeout: float, until_stop: bool = False) -> None:
         batch: list[Any] = []

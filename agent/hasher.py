@@ -36,6 +36,7 @@ class _Job:
     copy: bool
     prio: int
     tries: int = 0
+    settled: bool = False  # closed by its writer: no quiet period needed
 
 
 class StatCache:
@@ -149,17 +150,20 @@ class Hasher:
     def set_side_door(self, door: SideDoor | None) -> None:
         self._side_door = door
 
-    def request(self, path: str, *, copy: bool, prio: int = PRIO_RUN, delay: float = 0.0) -> None:
+    def request(self, path: str, *, copy: bool, prio: int = PRIO_RUN, delay: float = 0.0,
+                settled: bool = False) -> None:
+        """Hash `path` (once quiet, unless `settled`: its writer closed it)."""
         with self._cond:
             job = self._jobs.get(path)
             if job is not None:
                 job.copy = job.copy or copy
+                job.settled = job.settled or settled
                 if prio < job.prio:
                     job.prio = prio
                     heapq.heappush(self._heap, (prio, time.monotonic() + delay,
                                                 next(self._seq), path))
                 return
-            self._jobs[path] = _Job(path, copy, prio)
+            self._jobs[path] = _Job(path, copy, prio, settled=settled)
             heapq.heappush(self._heap, (prio, time.monotonic() + delay, next(self._seq), path))
             self._cond.notify()
 
@@ -213,9 +217,8 @@ class Hasher:
                     out.append(job)
                 if out:
                     return out
-                wait = 0.5
-                if self._heap:
-                    wait = max(0.001, min(wait, self._heap[0][1] - now))
+                # Idle: sleep until a request or stop() notifies (no timed wake-ups).
+                wait = max(0.001, self._heap[0][1] - now) if self._heap else None
                 self._cond.wait(wait)
             return None
 
@@ -270,7 +273,7 @@ class Hasher:
         except OSError as err:
             return HashDone(clock.now(), path, None, error=err.strerror or str(err))
         age = time.time() - st.st_mtime_ns / 1e9
-        if age < self._quiet and job.tries < _RETRY_LIMIT:
+        if not job.settled and age < self._quiet and job.tries < _RETRY_LIMIT:
             self._requeue(job, self._quiet - max(age, 0.0) + 0.01)
             return None
         cached = self._cache.get(st)

@@ -95,7 +95,8 @@ class FakeHasher:
     def __init__(self) -> None:
         self.requests: list[str] = []
 
-    def request(self, path: str, *, copy: bool, prio: int = 0, delay: float = 0.0) -> None:
+    def request(self, path: str, *, copy: bool, prio: int = 0, delay: float = 0.0,
+                settled: bool = False) -> None:
         self.requests.append(path)
 
 

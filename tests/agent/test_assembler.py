@@ -380,7 +380,8 @@ def test_files_holding_credentials_are_hashed_but_never_copied(project):
     asm, cat, hasher = make(project)
     p = str(project)
     copies = []
-    hasher.request = lambda path, *, copy, prio=0, delay=0.0: copies.append((path, copy))
+    hasher.request = lambda path, *, copy, prio=0, delay=0.0, settled=False: copies.append(
+        (path, copy))
     exec_(asm, 10, ["python", "src/train.py"], project, T0)
     asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/.env"))
     asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/params.yaml"))
