@@ -47,6 +47,8 @@ _SLACK = 0.06  # seconds: how far an event may lie outside a run's window
 # inotify events carry the time the agent read them, which can lag the real time
 # under load; the order of the stream (see Run.script) settles what the window cannot.
 _PIDLESS_SLACK = 0.25
+# Outputs not named as metrics are looked into only where numbers can be in a structure.
+_SNIFFABLE = (".json", ".yaml", ".yml", ".csv", ".tsv")
 _COMPACT_EVERY = 60.0  # seconds between telemetry compactions
 _RECENT = 120.0  # seconds a closed run stays a candidate for rescanned files
 _LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
@@ -735,11 +737,16 @@ class Assembler:
     def _metrics_from(self, run: Run, rel: str, ev: HashDone, kind: str) -> None:
         """Numbers a run left in a file it wrote (metrics files, logs, CSV logs)."""
         lim = self.metric_limits
+        sniff = (lim.sniff and kind in ("other", "dataset")
+                 and rel.lower().endswith(_SNIFFABLE))
         limit = lim.max_bytes if kind in ("metrics", "log") else (
-            lim.sniff_max_bytes if lim.sniff and kind in ("other", "dataset") else -1)
+            lim.sniff_max_bytes if sniff else -1)
         if ev.size > limit or ev.hash is None:
             return
-        data = self.probes.read_object(ev.hash) if ev.stored else None
+        if 0 < ev.size <= len(ev.head):
+            data = ev.head[: ev.size]  # the hasher read the whole (small) file already
+        else:
+            data = self.probes.read_object(ev.hash) if ev.stored else None
         if data is None:
             data = self.probes.read_file(ev.path, limit)
         if data is None:

@@ -68,6 +68,10 @@ class PackSet:
     def __init__(self, objects_root: Path) -> None:
         self.dir = Path(objects_root) / "packs"
         self._indexes: dict[str, _Index] = {}
+        # digest -> (pack, offset, size) over all loaded indexes: one dict lookup per
+        # object instead of a binary search in every pack (a batch makes one pack, so
+        # a busy project has many).
+        self._where: dict[bytes, tuple[str, int, int]] = {}
         self._lock = threading.Lock()
         self._refreshed = float("-inf")
 
@@ -79,14 +83,21 @@ class PackSet:
                 names = {n[:-4] for n in os.listdir(self.dir) if n.endswith(".idx")}
             except OSError:
                 names = set()
-            for gone in set(self._indexes) - names:
-                del self._indexes[gone]
+            gone = set(self._indexes) - names
+            for name in gone:
+                del self._indexes[name]
+            if gone:
+                self._where = {d: w for d, w in self._where.items() if w[0] not in gone}
             for name in names - set(self._indexes):
                 try:
                     data = (self.dir / f"{name}.idx").read_bytes()
-                    self._indexes[name] = _Index(name, data)
+                    index = _Index(name, data)
                 except (OSError, ValueError, struct.error) as err:
                     log.warning("skipping pack index %s: %s", name, err)
+                    continue
+                self._indexes[name] = index
+                for digest, offset, size in index.entries():
+                    self._where.setdefault(digest, (name, offset, size))
 
     def lookup(self, hexdigest: str, *, fresh: bool = True) -> tuple[str, int, int] | None:
         """(pack name, offset, size) of a packed object, or None.
@@ -110,14 +121,16 @@ class PackSet:
             self.refresh()
         return bool(self._indexes)
 
-    def _find(self, digest: bytes) -> tuple[str, int, int] | None:
+    def add_index(self, name: str, data: bytes) -> None:
+        """A pack this process just wrote: known at once, without a refresh."""
+        index = _Index(name, data)
         with self._lock:
-            indexes = list(self._indexes.values())
-        for index in indexes:
-            where = index.find(digest)
-            if where is not None:
-                return (index.name, where[0], where[1])
-        return None
+            self._indexes[name] = index
+            for digest, offset, size in index.entries():
+                self._where.setdefault(digest, (name, offset, size))
+
+    def _find(self, digest: bytes) -> tuple[str, int, int] | None:
+        return self._where.get(digest)
 
     def read(self, hexdigest: str) -> bytes | None:
         where = self.lookup(hexdigest)
@@ -164,6 +177,7 @@ class PackSet:
             os.replace(tmp, self.dir / f"{index.name}.idx")
             fsync_dir(self.dir)
             self._indexes[index.name] = _Index(index.name, data)
+            self._where.pop(digest, None)
         return True
 
 
@@ -214,6 +228,7 @@ class PackWriter:
         os.rename(self._tmp, self.packs.dir / f"{self.name}.pack")
         os.rename(idx_tmp, self.packs.dir / f"{self.name}.idx")
         fsync_dir(self.packs.dir)
+        self.packs.add_index(self.name, data)
         log.debug("packed %d objects (%d bytes) into %s", len(rows), self._offset, self.name)
 
     def abort(self) -> None:
