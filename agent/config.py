@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
         # "auto" picks the best tier the agent is allowed; the others force one.
         "process": "auto",  # auto | netlink | poll
         "files": "auto",  # auto | fanotify | inotify
-        "poll_hz": 25,
+        "poll_hz": 20,  # the unprivileged tier: 20 Hz sees every 100 ms process
         "grace_seconds": 0.5,  # events wait this long before attribution is final
         "quiet_seconds": 0.2,  # a written file must be still this long before hashing
         "hash_threads": 2,
@@ -166,7 +166,7 @@ TEMPLATE = """\
 [capture]
 # process = "auto"   # auto | netlink | poll   (force the unprivileged tier with "poll")
 # files = "auto"     # auto | fanotify | inotify
-# poll_hz = 25
+# poll_hz = 20
 
 [store]
 # object_max_bytes = 268435456   # datasets and models larger than this are hashed, not copied
