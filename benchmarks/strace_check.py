@@ -388,8 +388,9 @@ def compare(want: list[dict], got: dict) -> list[dict]:
         if classify.parse_invocation(list(r["command"])).mode == "command":
             # a one-liner (`bash -c "python x.py --lr 0.1 > log"`): its programs' argv
             # hold the run's params
-            for st in r.get("steps", [])[1:]:
-                wp.update(oparams.argv_params(st["argv"]))
+            for st in w["steps"]:
+                if list(st["argv"]) != list(r["command"]):
+                    wp.update(oparams.argv_params(st["argv"]))
         if set(gp) - set(wp):
             probs["spurious_params"] = sorted(set(gp) - set(wp))
         if set(wp) - set(gp):

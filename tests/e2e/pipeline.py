@@ -32,8 +32,9 @@ def read_csv(path):
 '''
 
 PREPARE = '''
-import csv, os, random, sys
+import csv, os, random, sys, time
 from common import load_params, read_csv
+time.sleep(0.15)  # work: the poll tier is promised to see processes of 100 ms and more
 
 p = load_params("prepare")
 rows = read_csv(sys.argv[1])
@@ -49,8 +50,9 @@ for name, part in (("test", rows[:cut]), ("train", rows[cut:])):
 '''
 
 FEATURIZE = '''
-import os, pickle, sys
+import os, pickle, sys, time
 from common import load_params, read_csv
+time.sleep(0.15)
 
 p = load_params("featurize")
 src, dst = sys.argv[1], sys.argv[2]
@@ -63,8 +65,9 @@ for name in ("train", "test"):
 '''
 
 TRAIN = '''
-import argparse, os, pickle
+import argparse, os, pickle, time
 from common import load_params
+time.sleep(0.15)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("features")
@@ -86,7 +89,8 @@ with open(args.model, "wb") as f:
 '''
 
 EVALUATE = '''
-import json, os, pickle, sys
+import json, os, pickle, sys, time
+time.sleep(0.15)
 
 model_path, features = sys.argv[1], sys.argv[2]
 with open(model_path, "rb") as f:

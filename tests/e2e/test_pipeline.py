@@ -147,7 +147,8 @@ def test_failed_run_and_a_change_no_run_made(tmp_path, tier):
     need_root(tier)
     project = tmp_path / "proj"
     write_project(project, git=False)
-    (project / "src" / "fail.py").write_text("import sys\nopen('partial.txt','w').write('x')\n"
+    (project / "src" / "fail.py").write_text("import sys, time\ntime.sleep(0.15)\n"
+                                             "open('partial.txt','w').write('x')\n"
                                              "sys.exit(3)\n")
     started(project, tier)
     try:

@@ -14,7 +14,8 @@ from .test_pipeline import ONLOOKER, cli, need_root, paths, runs_json, show_json
 pytestmark = pytest.mark.e2e
 
 FIT = '''
-import csv, json, os
+import csv, json, os, time
+time.sleep(0.15)  # work: the poll tier is promised to see processes of 100 ms and more
 os.makedirs("out", exist_ok=True)
 with open("out/history.csv", "w", newline="") as f:   # like Keras' CSVLogger
     w = csv.writer(f)
