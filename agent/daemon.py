@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,32 +39,28 @@ _STATUS_EVERY = 2.0  # seconds between agent.json rewrites (lifecycle allows 10)
 _IDLE_WAIT = 0.5  # the main loop's longest sleep when nothing waits for its grace window
 
 
+def _pick(setting: str, wanted: str, best: str, fallback: str,
+          probe: Callable[[], tuple[bool, str]]) -> dict[str, str]:
+    """One tier: forced by the config, else the best one allowed, else the fallback."""
+    if wanted == fallback:
+        return {"name": fallback, "why": f"forced by {setting} = \"{fallback}\""}
+    ok, why = probe()
+    if ok:
+        return {"name": best, "why": why or f"{best} available"}
+    if wanted == best:
+        raise config_mod.ConfigError(f"{setting} = \"{best}\" but {why}")
+    return {"name": fallback, "why": f"{best} unavailable: {why}"}
+
+
 def choose_tiers(cfg: config_mod.Config) -> dict[str, dict[str, str]]:
     """The best process and file tier the agent may use, and why (the one place)."""
-    want_p = cfg["capture"]["process"]
-    want_f = cfg["capture"]["files"]
-    out: dict[str, dict[str, str]] = {}
-    if want_p == "poll":
-        out["process"] = {"name": "poll", "why": "forced by capture.process = \"poll\""}
-    else:
-        ok, why = NetlinkProcSource.probe()
-        if ok:
-            out["process"] = {"name": "netlink", "why": why or "netlink proc connector available"}
-        elif want_p == "netlink":
-            raise config_mod.ConfigError(f"capture.process = \"netlink\" but {why}")
-        else:
-            out["process"] = {"name": "poll", "why": f"netlink unavailable: {why}"}
-    if want_f == "inotify":
-        out["files"] = {"name": "inotify", "why": "forced by capture.files = \"inotify\""}
-    else:
-        ok, why = FanotifySource.probe()
-        if ok:
-            out["files"] = {"name": "fanotify", "why": why or "fanotify mount mark available"}
-        elif want_f == "fanotify":
-            raise config_mod.ConfigError(f"capture.files = \"fanotify\" but {why}")
-        else:
-            out["files"] = {"name": "inotify", "why": f"fanotify unavailable: {why}"}
-    return out
+    cap = cfg["capture"]
+    return {
+        "process": _pick("capture.process", cap["process"], "netlink", "poll",
+                         NetlinkProcSource.probe),
+        "files": _pick("capture.files", cap["files"], "fanotify", "inotify",
+                       FanotifySource.probe),
+    }
 
 
 class Agent:

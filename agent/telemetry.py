@@ -8,6 +8,8 @@ Sampling semantics, per run, summed over every process of its tree:
   new run gets a meaningful first sample ~0.1 s after it appears, not a 0.0.
 - `cpu_s`, `read_bytes`, `write_bytes`: cumulative since the processes started,
   over every process the run ever had (an ended worker keeps its last figures).
+  Bytes are those the run read and wrote through system calls (`rchar`/`wchar`,
+  cache hits included), not only what reached the disk.
   The CPU a process spends after its last reading is not counted (< one interval).
 - `rss`, `threads`, `procs`, `fds` (open file descriptors: files, pipes, sockets):
   the live tree now. RSS summed over forked workers counts shared pages once per
@@ -224,7 +226,10 @@ class TelemetrySampler:
                     n_threads = p.proc.num_threads()
                 try:
                     io = p.proc.io_counters()
-                    state.io[pid] = (io.read_bytes, io.write_bytes)
+                    # What the run read and wrote (rchar/wchar), not what reached the disk:
+                    # a model written to the page cache is 0 disk bytes for a while.
+                    state.io[pid] = (getattr(io, "read_chars", io.read_bytes),
+                                     getattr(io, "write_chars", io.write_bytes))
                 except (psutil.AccessDenied, NotImplementedError):
                     pass
                 try:

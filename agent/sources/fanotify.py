@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import clock
 from ..events import CLOSE_NOWRITE, CLOSE_WRITE, OPEN, FileEvent, Overflow
 from ..ignore import Ignore
+from .reader import stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -231,19 +232,7 @@ class FanotifySource:
 
     def stop(self) -> None:
         """Stop the reader thread once it has passed on what the kernel holds."""
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            if self._thread.is_alive():
-                self._stopping = True
-                log.warning("fanotify: reader thread did not stop in time")
-                return  # it closes its descriptors itself when it ends
-        self._stopping = True
-        self._close()
+        stop_reader(self, "fanotify")
 
     def _close(self) -> None:
         for name in ("_fd", "_wake_r", "_wake_w", "_mount_fd"):

@@ -24,6 +24,7 @@ from inotify_simple import flags as F
 from .. import clock
 from .. import events as ev
 from ..ignore import IGNORE_FILE, Ignore
+from .reader import stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +124,7 @@ class InotifySource:
 
     def stop(self) -> None:
         """Stop the reader thread once it has passed on what the kernel holds."""
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            if self._thread.is_alive():
-                self._stopping = True
-                log.warning("inotify: reader thread did not stop in time")
-                return  # it closes its descriptors itself when it ends
-        self._stopping = True
-        self._close()
+        stop_reader(self, "inotify")
 
     def expect_own_read(self, path: str) -> None:
         """The agent is about to open `path` itself: drop that open and its close."""

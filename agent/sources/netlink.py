@@ -145,7 +145,7 @@ class NetlinkProcSource:
                            "(not in the initial user, PID or network namespace?)")
         if err:
             return False, f"netlink proc connector: {_describe(OSError(err, os.strerror(err)))}"
-        return True, "ok"
+        return True, "netlink proc connector: exec, fork and exit events with exit codes"
 
     def start(self) -> None:
         """Subscribe and start the reader thread; raises NetlinkUnavailable."""

@@ -1,0 +1,26 @@
+"""What the file sources' reader threads share."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def stop_reader(source, name: str) -> None:
+    """Wake a reader thread through its pipe and wait for it: it passes on what the kernel
+    still holds, then ends. `source` has `_wake_w`, `_thread`, `_stopping`, `_close()`."""
+    if source._wake_w >= 0:
+        try:
+            os.write(source._wake_w, b"x")
+        except OSError:
+            pass
+    if source._thread is not None:
+        source._thread.join(timeout=2.0)
+        if source._thread.is_alive():
+            source._stopping = True
+            log.warning("%s: reader thread did not stop in time", name)
+            return  # it closes its descriptors itself when it ends
+    source._stopping = True
+    source._close()
