@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from onlooker.agent.events import ProcExec, ProcExit, ProcFork
+from onlooker.agent.events import Overflow, ProcExec, ProcExit, ProcFork
 from onlooker.agent.sources import netlink
 from onlooker.agent.sources.netlink import NetlinkProcSource
 
@@ -136,7 +136,7 @@ def test_exec_storm_keeps_up(source):
     shell.wait()
 
     # A child that ended before /proc was read still names its parent (from its fork).
-    found = 0
+    found = overflows = 0
     deadline = time.monotonic() + 10
     while found < n and time.monotonic() < deadline:
         try:
@@ -144,8 +144,10 @@ def test_exec_storm_keeps_up(source):
         except queue.Empty:
             continue
         found += isinstance(e, ProcExec) and e.info.ppid == shell.pid
-    # None lost; /bin/true often ends before /proc is read (argv=() then).
-    assert found == n
+        overflows += isinstance(e, Overflow)
+    # None lost; /bin/true often ends before /proc is read (argv=() then). On a machine
+    # so loaded that the socket buffer overflowed, the loss must at least be reported.
+    assert found == n or overflows > 0, (found, overflows)
 
 
 def test_probe_says_why_not_when_unprivileged_in_a_user_namespace():

@@ -277,7 +277,8 @@ def test_sigkill_mid_run_reattaches_the_live_run_and_loses_the_dead_one(tmp_path
 # -- inotify overflow -------------------------------------------------------------------------
 
 MANY = '''
-import os, sys
+import os, sys, time
+time.sleep(0.15)  # the poll tier is promised to see processes of 100 ms and more
 folder, n = sys.argv[1], int(sys.argv[2])
 os.makedirs(folder, exist_ok=True)
 for i in range(n):
@@ -346,7 +347,8 @@ def _settled(project: Path) -> bool:
 # -- weird files ------------------------------------------------------------------------------
 
 WEIRD = '''
-import os, socket, sys, threading
+import os, socket, sys, threading, time
+time.sleep(0.15)  # the poll tier is promised to see processes of 100 ms and more
 outside = sys.argv[1]
 with open("data/in.csv") as f:
     rows = f.read()
@@ -455,6 +457,8 @@ def test_weird_files_do_not_stop_the_agent_and_links_are_not_followed(tmp_path, 
 
 
 NON_UTF8 = '''
+import time
+time.sleep(0.15)  # the poll tier is promised to see processes of 100 ms and more
 with open("data/in.csv") as f:
     rows = f.read()
 with open(b"out/r\\xe9sultat.txt", "w") as f:
