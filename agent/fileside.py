@@ -1,0 +1,382 @@
+"""The assembler's file side: which run and step touched a file, and what its hash means.
+
+A mixin of `Assembler` (agent/assembler.py): the same single writer, split so each
+module keeps one job. Attribution without pids uses, in order: the time window of
+each run, fd sampling evidence, paths named on the command line, and the order of the
+file event stream (a run's script open marks where its events begin).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import clock, kinds, metrics, params
+from .codemap import source_for_pyc
+from .events import (
+    CLOSE_NOWRITE,
+    CLOSE_WRITE,
+    CREATE,
+    DELETE,
+    MOVED_FROM,
+    MOVED_TO,
+    OPEN,
+    OPEN_WRITE,
+    FdSeen,
+    FileEvent,
+    HashDone,
+    ProcExec,
+)
+from .hasher import PRIO_RUN
+from .model import Run, Step
+
+log = logging.getLogger(__name__)
+
+SLACK = 0.06  # seconds: how far an event may lie outside a run's window
+# inotify events carry the time the agent read them, which can lag the real time
+# under load; the order of the stream (see Run.script) settles what the window cannot.
+_PIDLESS_SLACK = 0.25
+# Outputs not named as metrics are looked into only where numbers can be in a structure.
+_SNIFFABLE = (".json", ".yaml", ".yml", ".csv", ".tsv")
+
+
+@dataclass
+class Waiter:
+    run: Run | None
+    write: bool
+
+
+
+class FileSide:
+    """File events and hash results -> versions linked to runs and steps."""
+
+    # set by Assembler.__init__
+    catalog: Any
+    hasher: Any
+    ignore: Any
+    probes: Any
+    cfg: Any
+    runs: list[Run]
+    recent: list[Run]
+    procs: dict
+    pids_known: bool
+    agent_started: float
+
+    def _on_fd(self, ev: FdSeen) -> None:
+        proc = self.procs.get(ev.pid)
+        if proc is None or proc.run is None:
+            return
+        if ev.path.endswith(".pyc"):
+            return
+        if not self.ignore.inside(ev.path) and not self.ignore.outside_ok(ev.path):
+            return
+        # A file held open for writing is handled by its close; a read one is an input
+        # even where the tier saw no event for it (outside the watched tree).
+        if not ev.writable and not self.ignore.inside(ev.path):
+            self._record(proc.run, ev.path, write=False, step=proc.step)
+
+    def _on_file(self, ev: FileEvent) -> None:
+        path = ev.path
+        if "/__pycache__/" in path:
+            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE):
+                return
+            src = source_for_pyc(path)
+            if src is None:
+                return
+            path = src
+        if ev.op == MOVED_FROM:
+            self.moves[ev.cookie] = path
+            return
+        if self.pids_known and ev.pid is None and ev.op not in (MOVED_TO, DELETE):
+            if ev.op == CREATE and not any(
+                    (u := r.files.get(path)) is not None and u.written for r in self.runs):
+                # A file that appeared in a folder watched too late (made and filled
+                # by a rename at once): the step that wrote in that folder made it.
+                found = self._folder_writer(path, ev.t)
+                if found is not None:
+                    self._record(found[0], path, write=True, step=found[1])
+            return  # fanotify reports opens and closes with their pid; inotify adds moves
+        self._seq += 1
+        self._event_t = ev.t
+        if ev.pid is None and ev.op in (OPEN, CLOSE_NOWRITE):
+            for r in self.runs:
+                if not r.script_seen and r.script == path:
+                    r.script_seen, r.marker = True, self._seq
+                    break
+        write = ev.op in (CLOSE_WRITE, CREATE, MOVED_TO, OPEN_WRITE)
+        read = ev.op in (OPEN, CLOSE_NOWRITE)
+        if ev.op == OPEN:
+            # Neither tier tells a read open from a write open: the close will say
+            # (hashing at the open would version a file still being written).
+            return
+        run, step = self._attribute(ev, path) if ev.op != DELETE else (None, None)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("file %s %s pid %s -> run %s", ev.op, path, ev.pid,
+                      run.db_id if run else None)
+        if ev.op == MOVED_TO:
+            src = self.moves.pop(ev.cookie, None)
+            if src is not None:
+                # The run that wrote the moved file last renamed it (a temp file put in
+                # place); earlier writers of the same temp name keep what they did.
+                writers = [(u.written_t, r, u) for r in self.runs
+                           if (u := r.files.get(src)) is not None and u.written]
+                if writers:
+                    _, r, use = max(writers, key=lambda w: w[0])
+                    self._drop_output(r, use)
+                    if run is None or self.pids_known:
+                        run, step = r, use.last_writer or use.step
+            self._record(run, path, write=True, step=step, closed=True)
+            return
+        if ev.op == DELETE:
+            for r in self.runs:
+                use = r.files.get(path)
+                if use is not None and use.written:
+                    self._drop_output(r, use)  # a temp file the run wrote and removed
+            return
+
+        if write or read:
+            self._record(run, path, write=write, step=step,
+                         closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE))
+
+    def _folder_writer(self, path: str, t: float) -> tuple[Run, Step | None] | None:
+        folder = os.path.dirname(path)
+        found = [(r, r.wrote_in[folder]) for r in self.runs
+                 if folder in r.wrote_in and r.alive_at(t, _PIDLESS_SLACK)]
+        return found[0] if len(found) == 1 else None
+
+    def _attribute(self, ev: FileEvent, path: str) -> tuple[Run | None, Step | None]:
+        if ev.pid is not None:
+            proc = self.procs.get(ev.pid)
+            if proc is None:
+                info = self.probes.read_info(ev.pid)
+                if info is not None:
+                    self._on_exec(ProcExec(ev.t, info))
+                    proc = self.procs.get(ev.pid)
+            if proc is not None:
+                return proc.run, proc.step
+            if self.pids_known:
+                return None, None
+        cands = [r for r in self.runs if r.script_seen and r.alive_at(ev.t, _PIDLESS_SLACK)]
+        if len(cands) > 1:
+            # Polling sees an end late: a run that may have ended already loses to one
+            # that started after it was last seen alive (a sequential pipeline).
+            sure = [r for r in cands if r.surely_alive_at(ev.t)]
+            if len(sure) == 1 and all(
+                    r is sure[0] or (r.ended_after is not None and r.ended_after < sure[0].started)
+                    for r in cands):
+                cands = sure
+        if len(cands) > 1:
+            seen = self.fd_seen.get(ev.path, {})
+            by_fd = {self.procs[p].run.db_id: self.procs[p] for p in seen
+                     if p in self.procs and self.procs[p].run is not None}
+            narrowed = [r for r in cands if r.db_id in by_fd]
+            if len(narrowed) == 1:
+                return narrowed[0], by_fd[narrowed[0].db_id].step
+            narrowed = [r for r in cands if _named(path, r.argv_paths)]
+            if len(narrowed) != 1:
+                # All but the run that showed itself last in the stream have ended: a
+                # sequential pipeline whose ends polling saw late.
+                latest = max(cands, key=lambda r: r.marker)
+                if all(r is latest or (r.ended_at is not None and r.marker < latest.marker
+                                       and r.last_alive() < latest.started + 0.011)
+                       for r in cands):
+                    narrowed = [latest]
+            if len(narrowed) == 1:
+                cands = narrowed
+            else:
+                self.stats.unattributed += 1
+                log.info("cannot tell which of runs %s touched %s",
+                         [r.db_id for r in cands], path)
+                return None, None
+        if not cands:
+            return None, None
+        run = cands[0]
+        step = run.root_step
+        step = _step_at(run.steps, ev.t) or step
+        return run, step
+
+    def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
+                closed: bool = False) -> None:
+        """A run (or no run) read or wrote `path`. `closed`: the writer closed it (or
+        renamed it into place), so it is complete and needs no quiet period."""
+        inside = self.ignore.inside(path)
+        if run is None:
+            if not write or not inside:
+                return  # a read by no run is nobody's input
+            self._want_hash(path, Waiter(None, True), delay=0.0 if closed else self.quiet,
+                            settled=closed)
+            return
+        if not inside and not self.ignore.outside_ok(path):
+            return
+        use = run.use(path)
+        step = step or run.root_step
+        if step is not None and use.step is None:
+            use.step = step
+        had = use.steps.get(step)
+        if write:
+            use.steps[step] = "write"
+            use.written = True
+            use.deleted = False
+            use.written_t = self._event_t
+            use.last_writer = step
+            run.wrote_in[os.path.dirname(path)] = step
+            self._want_hash(path, Waiter(run, True), delay=0.0 if closed else self.quiet,
+                            settled=closed)
+            return
+        if had is not None:
+            return
+        use.steps[step] = "read"
+        if use.read_vid is not None:
+            # Another step of the run read what an earlier one read: same version.
+            self._link(run, path, use.read_vid, use.read_role, step)
+            return
+        use.read = True
+        self._want_hash(path, Waiter(run, False), delay=0.0, settled=closed)
+
+    def _want_hash(self, path: str, waiter: Waiter, *, delay: float,
+                   settled: bool = False) -> None:
+        self.waiters.setdefault(path, []).append(waiter)
+        if waiter.run is not None:
+            waiter.run.waiting += 1
+        if settled:
+            self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
+                                delay=delay, settled=True)
+        else:
+            self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
+                                delay=delay)
+
+    def _drop_output(self, run: Run, use) -> None:
+        use.deleted = True
+        use.written = False
+        for key in [k for k in use.links if k[0] == "output"]:
+            self.catalog.unlink(run.db_id, use.links.pop(key), "output", key[1])
+
+    def _on_hash(self, ev: HashDone) -> None:
+        waiters = self.waiters.pop(ev.path, [])
+        for w in waiters:
+            if w.run is not None:
+                w.run.waiting -= 1
+        if ev.hash is None:
+            if ev.error not in ("vanished",):
+                self.stats.hash_errors += 1
+                log.info("not versioned: %s (%s)", ev.path, ev.error)
+            return
+        inside = self.ignore.inside(ev.path)
+        rel = self.ignore.rel(ev.path) if inside else ev.path
+        if ev.dev or ev.ino:
+            self.catalog.stat_store([(ev.dev, ev.ino, ev.size, ev.mtime_ns, ev.hash)])
+        runs_writing = [w.run for w in waiters if w.write and w.run is not None]
+        runs_reading = [w.run for w in waiters if not w.write and w.run is not None]
+        nobody = not waiters or all(w.run is None for w in waiters)
+        if nobody and self.latest.get(rel) == ev.hash:
+            return  # unchanged (a scan or a no-run touch)
+        if not waiters and inside:
+            # Found by a rescan, no event seen (an overflow lost it): the run that was
+            # alive when the file was written, if exactly one was and the agent was
+            # watching then (what happened while it was down is nobody's to claim).
+            t = ev.t - (clock.to_wall(ev.t) - ev.mtime_ns / 1e9)
+            cands = [r for r in self.runs + self.recent
+                     if t >= self.agent_started and r.alive_at(t, SLACK)]
+            if len(cands) == 1:
+                runs_writing = [cands[0]]
+                found = cands[0].use(ev.path)
+                found.written = True
+                found.steps.setdefault(cands[0].root_step, "write")
+        kind = kinds.kind_of(rel, ev.head or None, size=ev.size,
+                             role="output" if runs_writing else
+                             ("input" if runs_reading else None), rules=self.rules)
+        if any(ev.path in r.log_paths for r in runs_writing):
+            kind = "log"  # where the run's stdout or stderr went
+        producer = runs_writing[-1].db_id if runs_writing else None
+        vid = self.catalog.add_version(rel, hash=ev.hash, size=ev.size, mtime_ns=ev.mtime_ns,
+                                       kind=kind, stored=ev.stored,
+                                       created_at=clock.to_wall(ev.t), run_id=producer)
+        self.latest[rel] = ev.hash
+        self.stats.versions += 1
+        for run in dict.fromkeys(runs_writing):
+            use = run.use(ev.path)
+            for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
+                if how == "write":
+                    self._link(run, ev.path, vid, "output", step)
+            self._metrics_from(run, rel, ev, kind)
+        role = "code" if kind in ("code", "notebook") else "input"
+        for run in dict.fromkeys(runs_reading):
+            use = run.use(ev.path)
+            if use.read_vid is None:
+                use.read_vid, use.read_role = vid, role
+            for step, how in list(use.steps.items()):
+                if how == "read":  # a step that read and wrote it has it as an output
+                    self._link(run, ev.path, vid, role, step)
+            if kind == "config" and ev.stored:
+                self._config_params(run, rel, ev.hash)
+
+    def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None) -> None:
+        use = run.use(path)
+        sid = step.db_id if step is not None else None
+        if role == "output":
+            # Read and written by one step counts as its output; a rewritten output keeps
+            # its last version.
+            for old_role in ("input", "code", "output"):
+                old = use.links.pop((old_role, sid), None)
+                if old is not None and (old != vid or old_role != "output"):
+                    self.catalog.unlink(run.db_id, old, old_role, sid)
+        self.catalog.link(run.db_id, vid, role, step_id=sid)
+        use.links[(role, sid)] = vid
+
+    def _metrics_from(self, run: Run, rel: str, ev: HashDone, kind: str) -> None:
+        """Numbers a run left in a file it wrote (metrics files, logs, CSV logs)."""
+        lim = self.metric_limits
+        sniff = (lim.sniff and kind in ("other", "dataset")
+                 and rel.lower().endswith(_SNIFFABLE))
+        limit = lim.max_bytes if kind in ("metrics", "log") else (
+            lim.sniff_max_bytes if sniff else -1)
+        if ev.size > limit or ev.hash is None:
+            return
+        if 0 < ev.size <= len(ev.head):
+            data = ev.head[: ev.size]  # the hasher read the whole (small) file already
+        else:
+            data = self.probes.read_object(ev.hash) if ev.stored else None
+        if data is None:
+            data = self.probes.read_file(ev.path, limit)
+        if data is None:
+            return
+        found = metrics.parse(rel, data, kind=kind, limits=lim)
+        if found or kind in ("metrics", "log") or self.catalog.has_metrics(run.db_id, rel):
+            # also when empty: a rewritten file replaces the rows it gave before
+            self.catalog.set_metrics(run.db_id, rel, found)
+        note = metrics.note_for(rel, kind)
+        if note and rel not in run.noted:
+            run.noted.add(rel)
+            log.warning("run %d: %s (%s)", run.db_id, note, rel)
+
+    def _config_params(self, run: Run, rel: str, h: str) -> None:
+        limit = int(self.cfg["params"]["config_max_bytes"])
+        data = self.probes.read_object(h)
+        if data is None or len(data) > limit:
+            return
+        found = params.config_params(rel, data, rel)
+        if found:
+            for k, v in found.items():
+                run.params[k] = (v, rel)
+            self.catalog.set_params(run.db_id, run.params)
+
+
+def _step_at(steps: list[Step], t: float) -> Step | None:
+    """The step that did what happened at `t`, where the run's steps tell: the innermost
+    of one chain of steps alive then (a shell waiting on its python), the later of two
+    that ran one after the other."""
+    live = [st for st in steps if st.started - 0.011 <= t
+            and (st.ended_t is None or t <= st.ended_t + SLACK)]
+    parents = {id(st.parent) for st in live if st.parent is not None}
+    leaves = [st for st in live if id(st) not in parents]
+    if len(leaves) > 1:
+        leaves = [st for st in leaves if not any(
+            other is not st and st.ended_t is not None and st.last_alive < other.started
+            for other in leaves)]
+    return leaves[0] if len(leaves) == 1 else None
+
+
+def _named(path: str, argv_paths: set[str]) -> bool:
+    return path in argv_paths or any(path.startswith(p.rstrip("/") + "/") for p in argv_paths)
