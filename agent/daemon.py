@@ -420,7 +420,7 @@ class Agent:
             "backlog": {
                 "queue": self.queue.qsize(),
                 "hashing": self.hasher.pending(),
-                "pending_events": len(a.pending),
+                "pending_events": len(a.pending) + len(a.pending_late),
                 "scanning": self.scanning,
             },
         }
