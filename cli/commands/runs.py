@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from onlooker.cli.commands import AppState, pass_state
+from onlooker.cli.metrics_view import number_text
 from onlooker.cli.output import (
     emit,
     emit_json,
@@ -79,14 +80,6 @@ def column_value(run: dict[str, Any], spec: str) -> Any:
     return run.get(spec)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def sort_runs(runs: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     """Runs ordered by a column spec, `-spec` descending; runs without a value last."""
     descending = spec.startswith("-")
@@ -119,7 +112,7 @@ def render_runs(runs: list[dict[str, Any]], width: int | None = None,
             command_text(run.get("command")),
             len(run.get("inputs") or ()),
             len(run.get("outputs") or ()),
-            *(_cell(column_value(run, c)) for c in columns),
+            *(number_text(column_value(run, c)) for c in columns),
         )
         for run in runs
     ]
