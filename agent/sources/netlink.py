@@ -45,6 +45,9 @@ _U32X2 = struct.Struct("=II")
 _ACK_ERR = struct.Struct("=I")
 _RECV_TIMEOUT = 0.25  # bounds how long stop() waits for the thread
 _PARENTS_MAX = 100_000  # fork bookkeeping is dropped past this (lost exit events)
+# CLOCK_BOOTTIME - CLOCK_MONOTONIC: suspend time, fixed while the agent runs (mostly 0).
+_BOOT_OFFSET = (time.clock_gettime(time.CLOCK_BOOTTIME)
+                - time.clock_gettime(time.CLOCK_MONOTONIC))
 
 
 class NetlinkUnavailable(Exception):
@@ -236,23 +239,29 @@ class NetlinkProcSource:
             offset += (msg_len + 3) & ~3
 
     def _event(self, data: memoryview, at: int) -> None:
-        what = _EV_HEAD.unpack_from(data, at)[0]
+        what, _cpu, stamp_ns = _EV_HEAD.unpack_from(data, at)
         body = at + _EV_HEAD.size
         if what == PROC_EVENT_FORK:
             _ppid, ptgid, cpid, ctgid = _U32X4.unpack_from(data, body)
             if cpid != ctgid or ptgid == self._ignore:
                 return  # a new thread, or the agent's own child
-            now = clock.now()
             if len(self._parents) > _PARENTS_MAX:
                 self._parents.clear()
-            self._parents[ctgid] = (ptgid, now)
-            self._out.put(ProcFork(now, ptgid, ctgid))
+            # The kernel's own time of the fork (CLOCK_MONOTONIC) on the agent clock.
+            forked = stamp_ns / 1e9 + _BOOT_OFFSET if stamp_ns else clock.now()
+            self._parents[ctgid] = (ptgid, forked)
+            self._out.put(ProcFork(forked, ptgid, ctgid))
         elif what == PROC_EVENT_EXEC:
             tgid = _U32X2.unpack_from(data, body)[1]
             if tgid == self._ignore:
                 return
             now = clock.now()
             info = procfs.read_info(tgid)
+            forked = self._parents.get(tgid)
+            if info is not None and forked is not None and abs(info.started - forked[1]) > 0.05:
+                # The process ended and its pid went to another before /proc was read:
+                # what /proc says is someone else's.
+                info = None
             if info is None:
                 info = self._vanished_info(tgid, now)
             self._out.put(ProcExec(now, info))
