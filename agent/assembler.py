@@ -11,7 +11,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import classify, clock, metrics, params, secrets
@@ -40,7 +40,8 @@ _LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
 
 
 class HashSink(Protocol):
-    def request(self, path: str, *, copy: bool, prio: int = PRIO_RUN, delay: float = 0.0) -> None:
+    def request(self, path: str, *, copy: bool, prio: int = PRIO_RUN, delay: float = 0.0,
+                settled: bool = False) -> None:
         ...
 
 
@@ -67,7 +68,6 @@ class Stats:
     unattributed: int = 0
     overflows: int = 0
     hash_errors: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Assembler(FileSide):
@@ -105,7 +105,7 @@ class Assembler(FileSide):
         self.pending: deque[tuple[float, FileEvent]] = deque()
         self.pending_late: deque[tuple[float, FileEvent]] = deque()
         self.recent: list[Run] = []  # closed in the last _RECENT seconds
-        self.moves: dict[int, str] = {}
+        self.moves: dict[int, tuple[str, float]] = {}  # cookie -> (moved-away path, when)
         self.fd_seen: dict[str, dict[int, float]] = {}
         self.waiters: dict[str, list[Waiter]] = {}
         self.latest: dict[str, str] = {}  # rel path -> hash of its newest version
@@ -154,6 +154,18 @@ class Assembler(FileSide):
             # Old telemetry becomes min/mean/max buckets: long runs stay small.
             self._compacted = now
             self.catalog.compact_telemetry(clock.to_wall(now))
+            self._forget_stale(now)
+
+    def _forget_stale(self, now: float) -> None:
+        """Bookkeeping that would otherwise grow for as long as the agent lives: fd
+        samples of processes gone, and moves out of the project with no move in."""
+        for path in list(self.fd_seen):
+            alive = {pid: t for pid, t in self.fd_seen[path].items() if pid in self.procs}
+            if alive:
+                self.fd_seen[path] = alive
+            else:
+                del self.fd_seen[path]
+        self.moves = {c: m for c, m in self.moves.items() if now - m[1] < _COMPACT_EVERY}
 
     def drain(self, now: float) -> None:
         """Attribute everything pending now (the agent is stopping)."""
@@ -192,7 +204,7 @@ class Assembler(FileSide):
     def reattach(self, row: dict, info: ProcInfo, descendants: list[ProcInfo]) -> None:
         """Adopt a run the catalog has open whose root process is still alive."""
         run = Run(db_id=row["id"], root_pid=info.pid, root_start=info.start_ticks, info=info,
-                  started=info.started, reattached=True)
+                  started=info.started)
         step_id = row.get("root_step")
         if step_id is None:
             step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,

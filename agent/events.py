@@ -63,7 +63,6 @@ class ProcExit:
 
 # File operations, the same vocabulary for fanotify and inotify.
 OPEN = "open"  # opened (read or write unknown until close); inotify IN_OPEN
-OPEN_WRITE = "open_write"  # fanotify: opened with write access
 CLOSE_WRITE = "close_write"
 CLOSE_NOWRITE = "close_nowrite"
 CREATE = "create"

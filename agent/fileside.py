@@ -23,7 +23,6 @@ from .events import (
     MOVED_FROM,
     MOVED_TO,
     OPEN,
-    OPEN_WRITE,
     FdSeen,
     FileEvent,
     HashDone,
@@ -87,7 +86,7 @@ class FileSide:
                 return
             path = src
         if ev.op == MOVED_FROM:
-            self.moves[ev.cookie] = path
+            self.moves[ev.cookie] = (path, ev.t)
             return
         if self.pids_known and ev.pid is None and ev.op not in (MOVED_TO, DELETE):
             if ev.op == CREATE and not any(
@@ -105,7 +104,7 @@ class FileSide:
                 if not r.script_seen and r.script == path:
                     r.script_seen, r.marker = True, self._seq
                     break
-        write = ev.op in (CLOSE_WRITE, CREATE, MOVED_TO, OPEN_WRITE)
+        write = ev.op in (CLOSE_WRITE, CREATE, MOVED_TO)
         read = ev.op in (OPEN, CLOSE_NOWRITE)
         if ev.op == OPEN:
             # Neither tier tells a read open from a write open: the close will say
@@ -116,7 +115,7 @@ class FileSide:
             log.debug("file %s %s pid %s -> run %s", ev.op, path, ev.pid,
                       run.db_id if run else None)
         if ev.op == MOVED_TO:
-            src = self.moves.pop(ev.cookie, None)
+            src = self.moves.pop(ev.cookie, (None, 0.0))[0]
             if src is not None:
                 # The run that wrote the moved file last renamed it (a temp file put in
                 # place); earlier writers of the same temp name keep what they did.
@@ -218,7 +217,6 @@ class FileSide:
         if write:
             use.steps[step] = "write"
             use.written = True
-            use.deleted = False
             use.written_t = self._event_t
             use.last_writer = step
             run.wrote_in[os.path.dirname(path)] = step
@@ -232,32 +230,21 @@ class FileSide:
             # Another step of the run read what an earlier one read: same version.
             self._link(run, path, use.read_vid, use.read_role, step)
             return
-        use.read = True
         self._want_hash(path, Waiter(run, False), delay=0.0, settled=closed)
 
     def _want_hash(self, path: str, waiter: Waiter, *, delay: float,
                    settled: bool = False) -> None:
         self.waiters.setdefault(path, []).append(waiter)
-        if waiter.run is not None:
-            waiter.run.waiting += 1
-        if settled:
-            self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
-                                delay=delay, settled=True)
-        else:
-            self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
-                                delay=delay)
+        self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
+                            delay=delay, settled=settled)
 
     def _drop_output(self, run: Run, use) -> None:
-        use.deleted = True
         use.written = False
         for key in [k for k in use.links if k[0] == "output"]:
             self.catalog.unlink(run.db_id, use.links.pop(key), "output", key[1])
 
     def _on_hash(self, ev: HashDone) -> None:
         waiters = self.waiters.pop(ev.path, [])
-        for w in waiters:
-            if w.run is not None:
-                w.run.waiting -= 1
         if ev.hash is None:
             if ev.error not in ("vanished",):
                 self.stats.hash_errors += 1

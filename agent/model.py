@@ -24,9 +24,7 @@ class Step:
 class Use:
     """How one run used one path."""
 
-    read: bool = False
     written: bool = False
-    deleted: bool = False
     step: Step | None = None  # the first step that used it
     steps: dict[Step, str] = field(default_factory=dict)  # step -> "read" | "write"
     # version ids linked for the path, by (role, step id), so a later role can replace them
@@ -57,8 +55,6 @@ class Run:
     files: dict[str, Use] = field(default_factory=dict)
     argv_paths: set[str] = field(default_factory=set)
     params: dict[str, tuple[object, str]] = field(default_factory=dict)
-    waiting: int = 0  # hash results still owed to this run
-    reattached: bool = False
     one_liner: bool = False  # `sh -c "..."`: its programs' argv hold the params
     # The script the run's program opens first (inside the project), and whether its
     # open has gone by in the file event stream: events before it are not this run's.

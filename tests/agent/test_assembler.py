@@ -610,3 +610,18 @@ def test_back_to_back_runs_renaming_the_same_temp_name(project):
         assert cat.io(rid, "output") == {} or set(cat.io(rid, "output")) == {"old/m.pkl"}
     waiting = [w.run.db_id for w in asm.waiters.get(f"{p}/old/m.pkl", []) if w.run]
     assert sorted(set(waiting)) == [1, 2, 3]
+
+
+def test_bookkeeping_of_gone_processes_and_unpaired_moves_is_forgotten(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FdSeen(T0 + 0.1, 10, f"{p}/big.bin", False))
+    asm.handle(FileEvent(T0 + 0.1, MOVED_FROM, f"{p}/gone.txt", cookie=9))  # moved out
+    exec_(asm, 20, ["python", "src/train.py"], project, T0)
+    asm.handle(FdSeen(T0 + 0.1, 20, f"{p}/held.bin", False))  # still running
+    asm.handle(ProcExit(T0 + 0.2, 10, exit_code=0))
+    asm.tick(T0 + 0.7)  # the move is attributed; nothing is stale yet
+    assert set(asm.fd_seen) == {f"{p}/big.bin", f"{p}/held.bin"} and asm.moves
+    asm.tick(T0 + 200)
+    assert asm.moves == {} and set(asm.fd_seen) == {f"{p}/held.bin"}
