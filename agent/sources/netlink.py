@@ -1,9 +1,15 @@
 """Process exec/fork/exit events from the netlink proc connector (the precise process tier).
 
 Timestamps: the kernel stamps each event with CLOCK_MONOTONIC nanoseconds, while
-the agent clock is CLOCK_BOOTTIME. They differ only by time spent suspended, but
-rather than track that offset we stamp each event with `clock.now()` when it is
-received; the delay is microseconds unless the agent falls behind.
+the agent clock is CLOCK_BOOTTIME. A fork keeps the kernel's stamp (moved onto the
+agent clock), so that a pid reused before /proc was read can be told apart; exec and
+exit are stamped with `clock.now()` when received, microseconds later unless the
+agent falls behind.
+
+Loss: the kernel reports a full receive buffer as ENOBUFS, but drops an event
+silently when it cannot allocate the message. Each event carries a per-CPU sequence
+number, consecutive over all events sent to listeners, so a gap is a loss too; both
+are reported as an Overflow.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class NetlinkProcSource:
         # child tgid -> (parent tgid, fork time): what an exec of a process that
         # vanished before /proc could be read still lets us say.
         self._parents: dict[int, tuple[int, float]] = {}
+        self._seq: dict[int, int] = {}  # cpu -> sequence number of its last event
 
     @staticmethod
     def probe(timeout: float = 1.0) -> tuple[bool, str]:
@@ -204,6 +211,7 @@ class NetlinkProcSource:
                 if err.errno == errno.ENOBUFS:
                     log.warning("netlink proc source: receive buffer overflowed, events lost")
                     self._parents.clear()
+                    self._seq.clear()  # the gap is this loss, already reported
                     self._out.put(Overflow(clock.now(), "netlink"))
                     continue
                 if stopping():
@@ -235,8 +243,21 @@ class NetlinkProcSource:
             msg_len = _NLMSGHDR.unpack_from(data, offset)[0]
             if msg_len < _HDR:
                 return
+            self._check_seq(data, offset)
             self._event(data, offset + _HDR)
             offset += (msg_len + 3) & ~3
+
+    def _check_seq(self, data: memoryview, at: int) -> None:
+        seq = _CN_MSG.unpack_from(data, at + _NLMSGHDR.size)[2]
+        what, cpu, _stamp = _EV_HEAD.unpack_from(data, at + _HDR)
+        if what == PROC_EVENT_NONE:
+            return  # a subscription reply: its seq is the subscriber's, not the CPU's
+        last = self._seq.get(cpu)
+        self._seq[cpu] = seq
+        if last is not None and seq != (last + 1) & 0xFFFFFFFF:
+            log.warning("netlink proc source: the kernel dropped %d event(s)",
+                        (seq - last - 1) & 0xFFFFFFFF)
+            self._out.put(Overflow(clock.now(), "netlink"))
 
     def _event(self, data: memoryview, at: int) -> None:
         what, _cpu, stamp_ns = _EV_HEAD.unpack_from(data, at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import signal
@@ -174,11 +175,17 @@ def test_stop_is_quick_and_idempotent():
     assert not any(t.name == "onlooker-netlink" for t in threading.enumerate())
 
 
-def _message(what: int, *body: int) -> bytes:
-    """A datagram as the kernel sends it: nlmsghdr + cn_msg + proc_event."""
+_SEQ = itertools.count()
+
+
+def _message(what: int, *body: int, cpu: int = 0, seq: int | None = None) -> bytes:
+    """A datagram as the kernel sends it: nlmsghdr + cn_msg + proc_event.
+
+    The kernel numbers events per CPU, consecutively; by default so do these."""
+    seq = next(_SEQ) if seq is None else seq
     union = struct.pack(f"={len(body)}I", *body).ljust(24, b"\0")  # as large as comm's
-    ev = struct.pack("=IIQ", what, 0, 0) + union
-    cn = struct.pack("=IIIIHH", 1, 1, 0, 0, len(ev), 0)
+    ev = struct.pack("=IIQ", what, cpu, 0) + union
+    cn = struct.pack("=IIIIHH", 1, 1, seq, 0, len(ev), 0)
     return struct.pack("=IHHII", 16 + len(cn) + len(ev), 3, 0, 0, 0) + cn + ev
 
 
@@ -205,3 +212,25 @@ def test_parsing_without_the_kernel():
     assert ex.info.started == fork.t
     assert (killed.pid, killed.exit_code, killed.signal) == (gone, None, 9)
     assert (ended.pid, ended.exit_code, ended.signal) == (10, 2, None)
+
+
+def test_a_gap_in_a_cpus_sequence_is_reported_as_lost_events():
+    # The kernel drops an event it cannot allocate without telling the socket; the
+    # per-CPU sequence number is the only trace of it.
+    q: queue.Queue = queue.Queue()
+    src = NetlinkProcSource(q, ignore_pid=99)
+    gone = 2**22 + 21
+    for data in (
+        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=0, seq=7),
+        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=1, seq=3),
+        _message(netlink.PROC_EVENT_NONE, 0, cpu=0xFFFFFFFF, seq=12345),  # a reply
+        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=0, seq=8),
+        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=1, seq=4),
+    ):
+        src._handle(memoryview(data))
+    assert not any(isinstance(q.get_nowait(), Overflow) for _ in range(q.qsize()))
+    src._handle(memoryview(
+        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=1, seq=6)))
+    events = [q.get_nowait() for _ in range(q.qsize())]
+    assert [type(e).__name__ for e in events] == ["Overflow", "ProcExit"]
+    assert events[0].source == "netlink"
