@@ -101,11 +101,16 @@ def parse_trace(text: str, root_argv: list[str], start_cwd: str) -> list[TStep]:
     step_of: dict[int, TStep] = {}
     steps: list[TStep] = []
     pre_exec: dict[int, list[tuple[str, str]]] = {}
-    first = True
+    calls = []
+    parent_of: dict[int, int] = {}
     for pid, rest in _join_unfinished(text.splitlines()):
         m = _CALL.match(rest)
-        if not m:
-            continue
+        if m:
+            calls.append((pid, m))
+            if m["name"] in ("clone", "clone3", "fork", "vfork") and m["ret"].isdigit():
+                parent_of[int(m["ret"])] = pid
+    first = True
+    for pid, m in calls:
         name, args, ret, tail = m["name"], m["args"], m["ret"], m["tail"]
         if first:
             root = TStep(list(root_argv), pid)
@@ -113,6 +118,14 @@ def parse_trace(text: str, root_argv: list[str], start_cwd: str) -> list[TStep]:
             step_of[pid] = root
             cwd[pid] = start_cwd
             first = False
+        if pid not in step_of and pid in parent_of:
+            # A child often runs before strace prints its parent's `clone(...) = pid`
+            # (the call shows as unfinished, then resumed): it is still the parent's
+            # program until it execs.
+            parent = parent_of[pid]
+            step_of[pid] = step_of.get(parent, steps[0])
+            cwd[pid] = cwd.get(parent, start_cwd)
+            pre_exec[pid] = []
         if ret == "?" or int(ret) < 0:
             continue
         here = cwd.get(pid, start_cwd)
@@ -122,9 +135,10 @@ def parse_trace(text: str, root_argv: list[str], start_cwd: str) -> list[TStep]:
         step = step_of.get(pid)
         if name in ("clone", "clone3", "fork", "vfork"):
             child = int(ret)
-            step_of[child] = step  # a thread or a forked child: same program until it execs
-            pre_exec[child] = []
-            cwd[child] = here
+            if child not in step_of:  # else it already ran (see above)
+                step_of[child] = step  # a thread or a forked child: same program until exec
+                pre_exec[child] = []
+                cwd[child] = here
             continue
         if step is None:  # a pid we did not see born (should not happen under -f)
             step = step_of[pid] = steps[0]

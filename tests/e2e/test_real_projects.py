@@ -337,3 +337,24 @@ if __name__ == "__main__":
     for name, fn in (("dvc", write_dvc), ("torch", write_torch), ("hydra", write_hydra)):
         fn(dest / name)
         print(dest / name)
+
+
+def test_checker_gives_a_childs_opens_before_its_exec_to_the_program_it_execs(tmp_path):
+    # strace often prints a child's first calls before its parent's `clone(...) = pid`
+    # (unfinished, then resumed). A shell's `> log` redirect opened there is still
+    # the exec'd program's output, not the shell's.
+    sc = _strace_check()
+    root = str(tmp_path)
+    trace = "\n".join([
+        '10 execve("/usr/bin/bash", ["bash", "-c", "python t.py > log"], []) = 0',
+        '10 clone(child_stack=NULL, flags=SIGCHLD <unfinished ...>',
+        f'11 openat(AT_FDCWD<{root}>, "log", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 3<{root}/log>',
+        '11 execve("/usr/bin/python", ["python", "t.py"], []) = 0',
+        '10 <... clone resumed>) = 11',
+        f'11 openat(AT_FDCWD<{root}>, "t.py", O_RDONLY|O_CLOEXEC) = 3<{root}/t.py>',
+    ])
+    bash, python = sc.parse_trace(trace, ["bash", "-c", "python t.py > log"], root)
+    assert bash.writes == set() and bash.reads == {"/usr/bin/bash"}
+    assert python.argv == ["python", "t.py"]
+    assert python.writes == {f"{root}/log"}
+    assert f"{root}/t.py" in python.reads
