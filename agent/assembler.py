@@ -109,6 +109,9 @@ class Assembler(FileSide):
         self.fd_seen: dict[str, dict[int, float]] = {}
         self.waiters: dict[str, list[Waiter]] = {}
         self.latest: dict[str, str] = {}  # rel path -> hash of its newest version
+        # (dev, ino, size, mtime_ns, hash) of files hashed since the last tick: one
+        # statement per batch rather than per file.
+        self.stat_rows: list[tuple[int, int, int, int, str]] = []
         self.stats = Stats()
         self._seq = 0  # file events processed, in stream order
         self._compacted = float("-inf")
@@ -150,6 +153,7 @@ class Assembler(FileSide):
         """Attribute the file events whose grace window is over; close finished runs."""
         self._mature(now)
         self._finish_runs(now)
+        self._store_stats()
         if now - self._compacted >= _COMPACT_EVERY:
             # Old telemetry becomes min/mean/max buckets: long runs stay small.
             self._compacted = now
@@ -171,6 +175,12 @@ class Assembler(FileSide):
         """Attribute everything pending now (the agent is stopping)."""
         self._mature(float("inf"))
         self._finish_runs(now, force_time=True)
+        self._store_stats()
+
+    def _store_stats(self) -> None:
+        if self.stat_rows:
+            rows, self.stat_rows = self.stat_rows, []
+            self.catalog.stat_store(rows)
 
     def _mature(self, now: float) -> None:
         early, late = self.pending, self.pending_late

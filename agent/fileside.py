@@ -62,6 +62,7 @@ class FileSide:
     procs: dict
     pids_known: bool
     agent_started: float
+    stat_rows: list
 
     def _on_fd(self, ev: FdSeen) -> None:
         proc = self.procs.get(ev.pid)
@@ -253,7 +254,7 @@ class FileSide:
         inside = self.ignore.inside(ev.path)
         rel = self.ignore.rel(ev.path) if inside else ev.path
         if ev.dev or ev.ino:
-            self.catalog.stat_store([(ev.dev, ev.ino, ev.size, ev.mtime_ns, ev.hash)])
+            self.stat_rows.append((ev.dev, ev.ino, ev.size, ev.mtime_ns, ev.hash))
         runs_writing = [w.run for w in waiters if w.write and w.run is not None]
         runs_reading = [w.run for w in waiters if not w.write and w.run is not None]
         nobody = not waiters or all(w.run is None for w in waiters)
@@ -286,7 +287,8 @@ class FileSide:
             use = run.use(ev.path)
             for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
                 if how == "write":
-                    self._link(run, ev.path, vid, "output", step)
+                    self._link(run, ev.path, vid, "output", step,
+                               producer_set=run.db_id == producer)
             self._metrics_from(run, rel, ev, kind)
         role = "code" if kind in ("code", "notebook") else "input"
         for run in dict.fromkeys(runs_reading):
@@ -299,7 +301,8 @@ class FileSide:
             if kind == "config" and ev.stored:
                 self._config_params(run, rel, ev.hash)
 
-    def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None) -> None:
+    def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None, *,
+              producer_set: bool = False) -> None:
         use = run.use(path)
         sid = step.db_id if step is not None else None
         if role == "output":
@@ -309,7 +312,7 @@ class FileSide:
                 old = use.links.pop((old_role, sid), None)
                 if old is not None and (old != vid or old_role != "output"):
                     self.catalog.unlink(run.db_id, old, old_role, sid)
-        self.catalog.link(run.db_id, vid, role, step_id=sid)
+        self.catalog.link(run.db_id, vid, role, step_id=sid, producer_set=producer_set)
         use.links[(role, sid)] = vid
 
     def _metrics_from(self, run: Run, rel: str, ev: HashDone, kind: str) -> None:

@@ -26,6 +26,9 @@ CATALOG_NAME = "catalog.db"
 OBJECTS_NAME = "objects"
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+# Asset ids the agent wrote lately (path -> (id, kind)), so that a new version of a
+# known file costs one statement; bounded, as a project may hold millions of files.
+_ASSET_IDS_MAX = 200_000
 
 _RUN_FIELDS = {"status", "exit_code", "signal", "ended_at", "env_id", "git_commit", "git_branch",
                "git_dirty", "git_diff", "command", "note", "cwd", "exe", "tier"}
@@ -63,6 +66,7 @@ class Catalog(TelemetryMixin, MetricsMixin):
         self._roots = {str(self.project), os.path.realpath(self.project)}
         self._lock = threading.RLock()
         self._depth = 0
+        self._asset_ids: dict[str, tuple[int, str]] = {}
         if readonly and not self.path.is_file():
             raise NotInitialized(
                 f"no onlooker project at {self.project}: run `onlooker init` there first"
@@ -153,6 +157,7 @@ class Catalog(TelemetryMixin, MetricsMixin):
                 yield
             except BaseException:
                 self._depth = 0
+                self._asset_ids.clear()  # ids made in this transaction are gone with it
                 if self._conn.in_transaction:  # SQLite may have rolled back already
                     self._conn.execute("ROLLBACK")
                 raise
@@ -187,13 +192,13 @@ class Catalog(TelemetryMixin, MetricsMixin):
         (Linux names may hold any) are kept as `\\xNN` escapes: SQLite text is UTF-8."""
         text = _text(os.fspath(path))
         if not os.path.isabs(text):
-            return Path(os.path.normpath(text)).as_posix()
+            return os.path.normpath(text)  # POSIX separators already (Linux only)
         text = os.path.normpath(text)
         for root in self._roots:
             if text == root:
                 return "."
             if text.startswith(root.rstrip(os.sep) + os.sep):
-                return Path(text[len(root.rstrip(os.sep)) + 1:]).as_posix()
+                return text[len(root.rstrip(os.sep)) + 1:]
         return text
 
     # ---- writes (the agent) ------------------------------------------------------
@@ -251,11 +256,18 @@ class Catalog(TelemetryMixin, MetricsMixin):
         """The version id of (path, hash), created on first sight; idempotent."""
         key = self.relpath(path)
         with self.transaction():
-            asset_id = self._execute(
-                "INSERT INTO assets (path, kind) VALUES (?, ?)"
-                " ON CONFLICT(path) DO UPDATE SET kind = excluded.kind RETURNING id",
-                (key, kind),
-            ).fetchone()[0]
+            known = self._asset_ids.get(key)
+            if known is not None and known[1] == kind:
+                asset_id = known[0]
+            else:
+                asset_id = self._execute(
+                    "INSERT INTO assets (path, kind) VALUES (?, ?)"
+                    " ON CONFLICT(path) DO UPDATE SET kind = excluded.kind RETURNING id",
+                    (key, kind),
+                ).fetchone()[0]
+                if len(self._asset_ids) >= _ASSET_IDS_MAX:
+                    self._asset_ids.clear()
+                self._asset_ids[key] = (asset_id, kind)
             return int(self._execute(
                 "INSERT INTO versions (asset_id, hash, size, mtime_ns, stored, run_id,"
                 " created_at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -266,13 +278,17 @@ class Catalog(TelemetryMixin, MetricsMixin):
                 (asset_id, hash, size, mtime_ns, int(stored), run_id, created_at, created_at),
             ).fetchone()[0])
 
-    def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None) -> None:
+    def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None, *,
+             producer_set: bool = False) -> None:
+        """`producer_set`: the version already names the run that produced it (as
+        add_version does when given a run), so there is none to set here."""
         if role not in records.ROLES:
             raise ValueError(f"role must be one of {', '.join(records.ROLES)}, not {role!r}")
         with self.transaction():
             self._execute("INSERT OR IGNORE INTO io (run_id, step_id, version_id, role)"
                           " VALUES (?, ?, ?, ?)", (run_id, step_id, version_id, role))
-            if role == "output":  # the first run seen writing a content is its producer
+            if role == "output" and not producer_set:
+                # the first run seen writing a content is its producer
                 self._execute("UPDATE versions SET run_id = ? WHERE id = ? AND run_id IS NULL",
                               (run_id, version_id))
 

@@ -53,7 +53,10 @@ class FakeCatalog:
         self.versions[vid] = {"path": path, **kw}
         return vid
 
-    def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None) -> None:
+    def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None, *,
+             producer_set: bool = False) -> None:
+        # the assembler may skip setting the producer only where the version has one
+        assert not producer_set or self.versions[version_id].get("run_id"), version_id
         key = (run_id, version_id, role, step_id)
         if key not in self.links:
             self.links.append(key)

@@ -204,6 +204,23 @@ def test_add_version_idempotent_and_latest(cat):
                             "objects_bytes": 1}
 
 
+def test_a_rolled_back_asset_is_made_again(cat):
+    # The agent remembers asset ids to save a statement per version; a transaction
+    # rolled back takes the ids it made with it, and the next version still lands.
+    with pytest.raises(RuntimeError), cat.transaction():
+        cat.add_version("new.csv", hash=H1, size=1, mtime_ns=1, kind="dataset",
+                        stored=False, created_at=T0)
+        raise RuntimeError("the batch failed")
+    assert cat.versions("new.csv") == []
+    cat.add_version("new.csv", hash=H2, size=2, mtime_ns=2, kind="dataset", stored=False,
+                    created_at=T0 + 1)
+    assert [v["hash"] for v in cat.versions("new.csv")] == [H2]
+    # a known asset whose kind changes is updated, not served from memory
+    cat.add_version("new.csv", hash=H1, size=1, mtime_ns=3, kind="metrics", stored=False,
+                    created_at=T0 + 2)
+    assert {v["kind"] for v in cat.versions("new.csv")} == {"metrics"}
+
+
 def test_relpath(cat):
     root = cat.project
     assert cat.relpath(str(root / "a" / "b.csv")) == "a/b.csv"
