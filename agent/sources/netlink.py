@@ -9,7 +9,9 @@ agent falls behind.
 Loss: the kernel reports a full receive buffer as ENOBUFS, but drops an event
 silently when it cannot allocate the message. Each event carries a per-CPU sequence
 number, consecutive over all events sent to listeners, so a gap is a loss too; both
-are reported as an Overflow.
+are reported as an Overflow, and the source then lists /proc: a process it never heard
+of is reported as exec'd now, one it knew that is gone as ended (exit code unknown).
+An exec in place, or a pid that ended and was reused, during the loss stays unseen.
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ class NetlinkProcSource:
         # vanished before /proc could be read still lets us say.
         self._parents: dict[int, tuple[int, float]] = {}
         self._seq: dict[int, int] = {}  # cpu -> sequence number of its last event
+        # Processes alive as far as the events said (listed from /proc at start): what
+        # a loss of events is reconciled against.
+        self._live: set[int] = set()
 
     @staticmethod
     def probe(timeout: float = 1.0) -> tuple[bool, str]:
@@ -163,6 +168,11 @@ class NetlinkProcSource:
             return
         self._sock = _open_socket(random.randrange(1, 2**31))
         self._sock.settimeout(_RECV_TIMEOUT)
+        # After subscribing: a process made from now on comes with its events.
+        try:
+            self._live = set(procfs.list_pids())
+        except procfs.ProcfsError as err:
+            log.warning("netlink proc source: %s (a loss of events cannot be made up)", err)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="onlooker-netlink", daemon=True)
         self._thread.start()
@@ -212,7 +222,7 @@ class NetlinkProcSource:
                     log.warning("netlink proc source: receive buffer overflowed, events lost")
                     self._parents.clear()
                     self._seq.clear()  # the gap is this loss, already reported
-                    self._out.put(Overflow(clock.now(), "netlink"))
+                    self._lost()
                     continue
                 if stopping():
                     break
@@ -257,7 +267,27 @@ class NetlinkProcSource:
         if last is not None and seq != (last + 1) & 0xFFFFFFFF:
             log.warning("netlink proc source: the kernel dropped %d event(s)",
                         (seq - last - 1) & 0xFFFFFFFF)
-            self._out.put(Overflow(clock.now(), "netlink"))
+            self._lost()
+
+    def _lost(self) -> None:
+        """Events were lost: say so, and make up from /proc for what can be known."""
+        now = clock.now()
+        self._out.put(Overflow(now, "netlink"))
+        try:
+            current = set(procfs.list_pids())
+        except procfs.ProcfsError as err:
+            log.warning("netlink proc source: cannot reconcile with /proc: %s", err)
+            return
+        for pid in sorted(self._live - current):
+            self._parents.pop(pid, None)
+            self._out.put(ProcExit(now, pid, None, None))
+        for pid in sorted(current - self._live):  # lower pids first: parents first
+            if pid == self._ignore:
+                continue
+            info = procfs.read_info(pid)
+            if info is not None:
+                self._out.put(ProcExec(now, info))
+        self._live = current
 
     def _event(self, data: memoryview, at: int) -> None:
         what, _cpu, stamp_ns = _EV_HEAD.unpack_from(data, at)
@@ -271,12 +301,14 @@ class NetlinkProcSource:
             # The kernel's own time of the fork (CLOCK_MONOTONIC) on the agent clock.
             forked = stamp_ns / 1e9 + _BOOT_OFFSET if stamp_ns else clock.now()
             self._parents[ctgid] = (ptgid, forked)
+            self._live.add(ctgid)
             self._out.put(ProcFork(forked, ptgid, ctgid))
         elif what == PROC_EVENT_EXEC:
             tgid = _U32X2.unpack_from(data, body)[1]
             if tgid == self._ignore:
                 return
             now = clock.now()
+            self._live.add(tgid)
             info = procfs.read_info(tgid)
             forked = self._parents.get(tgid)
             if info is not None and forked is not None and abs(info.started - forked[1]) > 0.05:
@@ -291,6 +323,7 @@ class NetlinkProcSource:
             if pid != tgid or tgid == self._ignore:
                 return  # a thread ended, not the process
             self._parents.pop(tgid, None)
+            self._live.discard(tgid)
             code, sig = procfs.decode_wait_status(status)
             self._out.put(ProcExit(clock.now(), tgid, code, sig))
         elif what == PROC_EVENT_NONE:

@@ -219,6 +219,7 @@ def test_a_gap_in_a_cpus_sequence_is_reported_as_lost_events():
     # per-CPU sequence number is the only trace of it.
     q: queue.Queue = queue.Queue()
     src = NetlinkProcSource(q, ignore_pid=99)
+    src._live = set(netlink.procfs.list_pids())  # as start() does
     gone = 2**22 + 21
     for data in (
         _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=0, seq=7),
@@ -232,5 +233,37 @@ def test_a_gap_in_a_cpus_sequence_is_reported_as_lost_events():
     src._handle(memoryview(
         _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=1, seq=6)))
     events = [q.get_nowait() for _ in range(q.qsize())]
-    assert [type(e).__name__ for e in events] == ["Overflow", "ProcExit"]
-    assert events[0].source == "netlink"
+    # (then what /proc shows changed since: processes of others on this machine)
+    assert isinstance(events[0], Overflow) and events[0].source == "netlink"
+    assert isinstance(events[-1], ProcExit) and events[-1].pid == gone
+    assert sum(isinstance(e, Overflow) for e in events) == 1
+
+
+def test_lost_events_are_made_up_from_proc():
+    # After a loss the source lists /proc: a process it never heard of is reported
+    # as exec'd, one it knew that is gone as ended with its code unknown.
+    q: queue.Queue = queue.Queue()
+    src = NetlinkProcSource(q, ignore_pid=os.getpid())
+    unseen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        # /proc shows the command line only once the child has exec'd
+        deadline = time.monotonic() + 10
+        while b"sleep" not in open(f"/proc/{unseen.pid}/cmdline", "rb").read():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gone = 2**22 + 31  # no such process now
+        src._live = (set(netlink.procfs.list_pids()) - {unseen.pid}) | {gone}
+        for seq in (1, 3):  # event 2 never came
+            src._handle(memoryview(
+                _message(netlink.PROC_EVENT_EXIT, gone + 1, gone + 1, 0, 17, 1, 1, seq=seq)))
+        events = [q.get_nowait() for _ in range(q.qsize())]
+        kinds = [type(e).__name__ for e in events]
+        assert kinds.count("Overflow") == 1
+        (ended,) = [e for e in events if isinstance(e, ProcExit) and e.pid == gone]
+        assert ended.exit_code is None and ended.signal is None
+        (found,) = [e for e in events if isinstance(e, ProcExec)]
+        assert found.info.pid == unseen.pid and "time.sleep(30)" in found.info.argv[-1]
+        assert gone not in src._live and unseen.pid in src._live
+    finally:
+        unseen.kill()
+        unseen.wait()
