@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from onlooker.store.errors import ChangedWhileHashing, FileVanished, NotAFile, StoreError
+from onlooker.store.errors import (
+    ChangedWhileHashing,
+    FileVanished,
+    NotAFile,
+    OpenForWriting,
+    StoreError,
+)
 from onlooker.store.objects import ObjectStore, hash_file
 
 from . import clock
@@ -27,6 +33,10 @@ PRIO_RUN = 0
 PRIO_SCAN = 1
 
 _RETRY_LIMIT = 50  # a file still changing after this many tries is given up on (logged)
+# A file some process holds open for writing is tried again this many times (about 40 s
+# at the default quiet time), then hashed as it is: a log held open all along still
+# gets a version.
+_WRITERS_TRIES = 20
 _BATCH = 512  # jobs one worker takes at once: their objects share one sync
 
 
@@ -282,13 +292,20 @@ class Hasher:
             return HashDone(clock.now(), path, cached, size=st.st_size,
                             mtime_ns=st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino, stored=copy)
         try:
+            writers_ok = job.tries >= _WRITERS_TRIES
             if self._side_door is None:
                 res = hash_file(path, store=self._objects if copy else None, copy=copy,
-                                copy_max_bytes=self._copy_max)
+                                copy_max_bytes=self._copy_max, writers_ok=writers_ok)
             else:
                 with self._side_door.path(path) as quiet_path:
                     res = hash_file(quiet_path, store=self._objects if copy else None,
-                                    copy=copy, copy_max_bytes=self._copy_max)
+                                    copy=copy, copy_max_bytes=self._copy_max,
+                                    writers_ok=writers_ok)
+        except OpenForWriting:
+            # Closed, then opened for writing again (a rewrite by `open(..., "w")` is
+            # empty until filled): what the next close leaves is the version.
+            self._requeue(job, min(5.0, self._quiet * (1 + job.tries)))
+            return None
         except ChangedWhileHashing:
             if job.tries >= _RETRY_LIMIT:
                 log.warning("giving up on %s: it keeps changing", path)

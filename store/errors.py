@@ -53,3 +53,7 @@ class Unreadable(HashError):
 
 class ChangedWhileHashing(HashError):
     """The file changed between the stat before and the stat after hashing."""
+
+
+class OpenForWriting(ChangedWhileHashing):
+    """A process holds the file open for writing: its content may be half written."""

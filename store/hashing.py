@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import blake3
 
-from .errors import ChangedWhileHashing, FileVanished, NotAFile, StoreError, Unreadable
+from .errors import (
+    ChangedWhileHashing,
+    FileVanished,
+    NotAFile,
+    OpenForWriting,
+    StoreError,
+    Unreadable,
+)
 
 if TYPE_CHECKING:
     from .objects import ObjectStore
@@ -45,10 +52,17 @@ def hash_file(
     store: ObjectStore | None = None,
     copy: bool = False,
     copy_max_bytes: int = DEFAULT_COPY_MAX,
+    writers_ok: bool = True,
 ) -> HashResult:
     """Hash a regular file (and store it if `copy`); never returns a torn hash.
 
-    Raises NotAFile, FileVanished, Unreadable or ChangedWhileHashing.
+    Where the kernel grants a read lease (our file, or root), a small file is held
+    against new writers and truncation while it is read (a writer's open waits that
+    long: milliseconds); with `writers_ok` False a
+    file some process holds open for writing raises OpenForWriting instead: what it
+    holds now may be half written (truncated by an `open(..., "w")`, not yet filled).
+
+    Raises NotAFile, FileVanished, Unreadable, OpenForWriting or ChangedWhileHashing.
     """
     path = os.fspath(path)
     before = _lstat(path)
@@ -57,7 +71,12 @@ def hash_file(
     size = before.st_size
     keep = copy and store is not None and size <= copy_max_bytes
     if size <= SMALL_MAX:
-        data = _read_small(path, before)
+        fd = _open(path, before)
+        try:
+            _lease(fd, path, writers_ok)
+            data = _read_small(fd, path, size)
+        finally:
+            os.close(fd)  # and with it the lease
         _check_unchanged(path, before)
         hexdigest = blake3.blake3(data).hexdigest()
         if keep:
@@ -70,6 +89,9 @@ def hash_file(
                           before.st_ino, data[:HEAD_BYTES], keep)
     fd = _open(path, before)
     try:
+        # A probe only: held through a long copy, the lease would make a writer wait.
+        if _lease(fd, path, writers_ok):
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
         if keep:
             assert store is not None
             try:
@@ -118,11 +140,24 @@ def _open(path: str, before: os.stat_result) -> int:
         raise _translate(err, path) from err
 
 
-def _read_small(path: str, before: os.stat_result) -> bytes:
-    size = before.st_size
+def _lease(fd: int, path: str, writers_ok: bool) -> bool:
+    """Take a read lease on `fd`: True if held (until released or the fd closes).
+
+    The break notice of a lease goes to SIGURG, ignored by default. EAGAIN means
+    some process holds the file open for writing."""
+    try:
+        fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as err:
+        if err.errno == errno.EAGAIN and not writers_ok:
+            raise OpenForWriting(f"{path} is open for writing", path) from err
+        return False  # not ours and not root, or a filesystem without leases
+    return True
+
+
+def _read_small(fd: int, path: str, size: int) -> bytes:
     if size == 0:
         return b""
-    fd = _open(path, before)
     try:
         data = os.read(fd, size)
         if len(data) < size:  # short read: rare (FUSE, NFS); finish it
@@ -137,8 +172,6 @@ def _read_small(path: str, before: os.stat_result) -> bytes:
             data = b"".join(parts)
     except OSError as err:
         raise _translate(err, path) from err
-    finally:
-        os.close(fd)
     if len(data) != size:
         raise ChangedWhileHashing(f"{path} shrank while it was read", path)
     return data

@@ -10,6 +10,7 @@ import pytest
 
 from onlooker.agent.events import HashDone
 from onlooker.agent.hasher import Hasher, SideDoor, StatCache
+from onlooker.store.hashing import hash_file
 from onlooker.store.objects import ObjectStore
 
 
@@ -98,3 +99,18 @@ def test_side_door_reads_through_a_link_and_cleans_up(tmp_path):
         assert p != str(src) and open(p).read() == "a,b\n"
         assert os.stat(p).st_ino == os.stat(src).st_ino
     assert list((tmp_path / "door").iterdir()) == []
+
+
+def test_a_closed_file_opened_again_for_writing_waits_for_that_writer(setup):
+    # `open(path, "w")` empties the file before it is filled: a file closed (so
+    # "settled") and at once rewritten must not be versioned while it is empty.
+    tmp, q, _, _, h = setup
+    p = tmp / "rewritten.bin"
+    p.write_bytes(b"first" * 1000)
+    with open(p, "wb") as f:  # the next rewrite has begun: truncated, nothing yet
+        h.request(str(p), copy=True, settled=True)
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.5)  # several tries at the quiet time of 0.05 s
+        f.write(b"second" * 1000)
+    (ev,) = collect(q, 1).values()
+    assert ev.hash == hash_file(p).hash and ev.size == 6000

@@ -13,7 +13,13 @@ import blake3
 import pytest
 
 from onlooker.store import hashing
-from onlooker.store.errors import ChangedWhileHashing, FileVanished, NotAFile, Unreadable
+from onlooker.store.errors import (
+    ChangedWhileHashing,
+    FileVanished,
+    NotAFile,
+    OpenForWriting,
+    Unreadable,
+)
 from onlooker.store.hashing import HEAD_BYTES, SMALL_MAX, hash_file
 from onlooker.store.objects import ObjectStore
 
@@ -137,15 +143,14 @@ def test_unreadable(tmp_path, monkeypatch):
 def test_changed_while_hashing_small(tmp_path, store, monkeypatch):
     p = tmp_path / "grows.txt"
     p.write_bytes(b"first")
-    real = hashing._read_small
+    real = hashing._check_unchanged
 
-    def read_then_append(path, before):
-        data = real(path, before)
+    def append_then_check(path, before):  # written after the read, before the re-stat
         with open(path, "ab") as f:
             f.write(b" and more")
-        return data
+        real(path, before)
 
-    monkeypatch.setattr(hashing, "_read_small", read_then_append)
+    monkeypatch.setattr(hashing, "_check_unchanged", append_then_check)
     with pytest.raises(ChangedWhileHashing):
         hash_file(p, store=store, copy=True)
     assert not store.has(b3(b"first"))  # nothing torn was stored
@@ -215,3 +220,14 @@ print(sorted(outcomes))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize("size", [0, 100, SMALL_MAX + 1])
+def test_a_file_open_for_writing_is_reported_when_asked(tmp_path, size):
+    p = tmp_path / "busy.bin"
+    p.write_bytes(b"x" * size)
+    with open(p, "ab"):
+        with pytest.raises(OpenForWriting):
+            hash_file(p, writers_ok=False)
+        assert hash_file(p).size == size  # the default hashes what is there
+    assert hash_file(p, writers_ok=False).size == size  # the writer is gone
