@@ -260,8 +260,10 @@ class NetlinkProcSource:
     def _check_seq(self, data: memoryview, at: int) -> None:
         seq = _CN_MSG.unpack_from(data, at + _NLMSGHDR.size)[2]
         what, cpu, _stamp = _EV_HEAD.unpack_from(data, at + _HDR)
-        if what == PROC_EVENT_NONE:
-            return  # a subscription reply: its seq is the subscriber's, not the CPU's
+        if what == PROC_EVENT_NONE and cpu == 0xFFFFFFFF:
+            # A subscription reply from an older kernel: its seq is the subscriber's.
+            # (Newer kernels number replies, to us or to any other listener, like events.)
+            return
         last = self._seq.get(cpu)
         self._seq[cpu] = seq
         if last is not None and seq != (last + 1) & 0xFFFFFFFF:

@@ -224,8 +224,10 @@ def test_a_gap_in_a_cpus_sequence_is_reported_as_lost_events():
     for data in (
         _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=0, seq=7),
         _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=1, seq=3),
-        _message(netlink.PROC_EVENT_NONE, 0, cpu=0xFFFFFFFF, seq=12345),  # a reply
-        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=0, seq=8),
+        _message(netlink.PROC_EVENT_NONE, 0, cpu=0xFFFFFFFF, seq=12345),  # an old reply
+        # a reply to another listener's subscription, numbered on its CPU (newer kernels)
+        _message(netlink.PROC_EVENT_NONE, 0, cpu=0, seq=8),
+        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=0, seq=9),
         _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 1, 1, cpu=1, seq=4),
     ):
         src._handle(memoryview(data))
@@ -267,3 +269,15 @@ def test_lost_events_are_made_up_from_proc():
     finally:
         unseen.kill()
         unseen.wait()
+
+
+@needs_netlink
+def test_other_listeners_subscribing_is_no_loss(source):
+    # Each subscription is answered to every listener, numbered like an event.
+    src, col = source
+    for _ in range(3):
+        assert NetlinkProcSource.probe()[0]
+    proc = subprocess.Popen(["sh", "-c", "exit 0"])  # events after the replies
+    proc.wait()
+    col.wait(lambda e: isinstance(e, ProcExit) and e.pid == proc.pid)
+    assert not any(isinstance(e, Overflow) for e in col.events)
