@@ -278,7 +278,8 @@ class Assembler(FileSide):
         if not ok:
             self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
             return
-        log.info("run started: pid %d %s (%s)", info.pid, " ".join(info.argv)[:200], why)
+        log.info("run started: pid %d %s (%s)", info.pid,
+                 " ".join(secrets.redact_argv(info.argv))[:200], why)
         self._start_run(info)
 
     def _member_ancestor(self, info: ProcInfo) -> Proc | None:

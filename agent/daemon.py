@@ -331,7 +331,8 @@ class Agent:
                 try:
                     self.assembler.handle(ev)
                 except Exception:  # one bad event must not end the agent
-                    log.exception("could not record %r", ev)
+                    # not %r: a process event holds argv and environment (secrets)
+                    log.exception("could not record a %s event", type(ev).__name__)
             self.assembler.tick(clock.now())
         self._watched = frozenset(self.assembler.watched_pids())
         self._trees = {r.db_id: frozenset(r.members) for r in self.assembler.open_runs()}
@@ -363,7 +364,7 @@ class Agent:
             if found is None or found["status"] == "running":
                 if final or age > 60:
                     if found is None:
-                        log.info("onlooker run of %s matched no run", rec.get("argv"))
+                        log.info("an onlooker run (pid %s) matched no run", rec.get("child_pid"))
                         path.unlink(missing_ok=True)
                 continue
             self._apply_launcher(found["id"], rec)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import procfs
+from . import procfs, secrets
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ def run(argv: list[str], *, project: Path, store_dir: Path, cwd: Path | None = N
         brief = procfs.stat_brief(proc.pid)
         record: dict[str, Any] = {
             "launcher_pid": os.getpid(), "child_pid": proc.pid,
-            "child_start_ticks": brief[2] if brief else None, "argv": list(argv),
+            "child_start_ticks": brief[2] if brief else None, "argv": secrets.redact_argv(argv),
             "cwd": str(cwd), "log": log_path.relative_to(project).as_posix(),
             "started": started,
         }

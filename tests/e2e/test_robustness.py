@@ -599,3 +599,47 @@ def test_watch_in_the_foreground_stops_cleanly_on_sigint(tmp_path, tier):
     assert full["status"] in (("completed",) if tier == "privileged" else ("completed", "ended"))
     assert paths(full["inputs"]) == {"data/a.csv"}
     assert paths(full["outputs"]) == {"out/a.txt"}
+
+
+TRAIN_WITH_KEY = '''
+import os, sys, time
+time.sleep(0.3)
+with open("data/in.csv") as f:
+    rows = f.read()
+os.makedirs("out", exist_ok=True)
+with open("out/model.txt", "w") as f:
+    f.write(rows.upper())
+'''
+
+
+@BOTH
+def test_secrets_reach_no_file_under_onlooker(tmp_path, tier):
+    # Not the catalog, not the agent's log, not the launcher's records: nowhere.
+    need_root(tier)
+    project = new_project(tmp_path, train=TRAIN_WITH_KEY)
+    (project / "data" / "in.csv").write_text("x,1\n")
+    key, token, password = "sk-live-4f9a1c0b7e2d", "wandb-7c1e9f3a5b", "hunter2-5e8d7c"
+    env = dict(os.environ, WANDB_API_KEY=token)
+    started(project, tier)
+    try:
+        subprocess.run([sys.executable, "src/train.py", "--api-key", key, "--lr", "0.1"],
+                       cwd=project, env=env, check=True)
+        subprocess.run([*ONLOOKER, "-C", str(project), "run", "--", sys.executable,
+                        "src/train.py", f"--password={password}"], cwd=project, env=env,
+                       check=True, capture_output=True)
+        wait_for(lambda: len(runs_json(project)) == 2, timeout=30)
+    finally:
+        cli(project, "stop")
+    runs = sorted(runs_json(project), key=lambda r: r["id"])
+    first = show_json(project, runs[0]["id"])
+    assert first["command"][-4:] == ["--api-key", "***", "--lr", "0.1"], first["command"]
+    assert first["params"]["lr"] == 0.1
+    assert paths(first["outputs"]) == {"out/model.txt"}
+    second = show_json(project, runs[1]["id"])
+    assert second["command"][-1] == "--password=***", second["command"]
+    leaks = []
+    for path in (project / ".onlooker").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            leaks += [(str(path), s) for s in (key, token, password) if s.encode() in data]
+    assert leaks == []
