@@ -132,8 +132,10 @@ class FileSide:
         if ev.op == DELETE:
             for r in self.runs:
                 use = r.files.get(path)
-                if use is not None and use.written:
+                if use is not None and use.written and r.surely_alive_at(ev.t):
                     self._drop_output(r, use)  # a temp file the run wrote and removed
+            # Removed once the run was over (`make clean`, a person's rm): the run still
+            # made it, and its version says what it was.
             return
 
         if write or read:

@@ -188,6 +188,21 @@ def test_temp_file_hashed_then_deleted_is_unlinked(project):
     assert cat.io(1, "output") == {}
 
 
+@pytest.mark.parametrize("pids_known", [True, False])
+def test_an_output_removed_after_the_run_ended_stays_its_output(project, pids_known):
+    # `bash pipe.sh; rm x.csv` or `make clean`: the run made the file all the same.
+    asm, cat, hasher = make(project, pids_known=pids_known)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/gen.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/x.csv", pid=10 if pids_known else None))
+    asm.tick(T0 + 0.7)
+    finish_hashes(asm, hasher, T0 + 0.7, {f"{p}/x.csv": fh("x", 1)})
+    asm.handle(ProcExit(T0 + 1.0, 10, exit_code=0, after=T0 + 0.98 if not pids_known else None))
+    asm.handle(FileEvent(T0 + 1.05, DELETE, f"{p}/x.csv"))
+    asm.tick(T0 + 2)
+    assert cat.io(1, "output") == {"x.csv": fh("x", 1)}
+
+
 def test_read_then_written_counts_as_output_only(project):
     asm, cat, hasher = make(project, pids_known=True)
     p = str(project)
