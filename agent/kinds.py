@@ -18,20 +18,19 @@
    ``"nbformat"`` -> notebook.
 4. Names: notebook ``.ipynb .Rmd .qmd``; metrics ``metrics*``/``scores*``/
    ``results*``/``summary*``/``*_results``... ``.json|.yaml|.csv|.tsv`` and ``eval*.json``
-   (not when a word says config: ``eval_config.yaml``),
-   ``trainer_state.json``, ``events.out.tfevents.*``, ``.csv/.tsv/.json`` or
-   extension-less files under a ``metrics/`` folder; config ``params*.json``,
-   ``config*.json``, ``hparams*``, ``*.yaml .yml .toml .ini .cfg .conf``,
-   ``requirements*.txt``; code: source extensions, ``Makefile``, ``Snakefile``,
-   ``Dockerfile``...; model: ``.pt .pth .ckpt .safetensors .onnx .tflite .keras
-   .gguf .ggml .mar .cbm .xgb .lgb`` anywhere, ``.pb .bin .model .h5`` under
-   ``models/``/``checkpoints/`` or named ``*model*``/``*weights*``/``*checkpoint*``;
-   ``.pkl .pickle .joblib`` -> dataset under a data folder (``data/``, ``raw/``,
-   ``dataset(s)/``, ``features/``) or when read as input with a data-like name
-   (``train_df.pkl``, ``X_train.pkl``), else model (an output pickle is a model);
-   dataset: ``.csv .tsv .parquet .feather .arrow .jsonl .ndjson .npy .npz .tfrecord
-   .avro .orc .h5 .hdf5`` and anything else under a data folder; log: ``.log .out
-   .err`` and anything under ``logs/``/``log/``.
+   (not when a word says config: ``eval_config.yaml``), ``trainer_state.json``,
+   ``events.out.tfevents.*``, ``.csv/.tsv/.json`` or extension-less files under a
+   ``metrics/`` folder; config ``params*.json``, ``config*.json``, ``.json`` under
+   ``configs/``/``conf/``/``config/``..., ``hparams*``, ``*.yaml .yml .toml .ini .cfg
+   .conf``, ``requirements*.txt``; code: source extensions, ``Makefile``, ``Snakefile``,
+   ``Dockerfile``...; model: ``.pt .pth .ckpt .safetensors .onnx .tflite .keras .gguf .ggml
+   .mar .cbm .xgb .lgb`` anywhere, ``.pb .bin .model .h5`` under
+   ``models/``/``checkpoints/`` or named ``*model*``/``*weights*``/``*checkpoint*``; ``.pkl
+   .pickle .joblib`` -> dataset under a data folder (``data/``, ``raw/``, ``dataset(s)/``,
+   ``features/``) or when read as input with a data-like name (``train_df.pkl``,
+   ``X_train.pkl``), else model (an output pickle is a model); dataset: ``.csv .tsv .parquet
+   .feather .arrow .jsonl .ndjson .npy .npz .tfrecord .avro .orc .h5 .hdf5`` and anything
+   else under a data folder; log: ``.log .out .err`` and anything under ``logs/``/``log/``.
 5. ``other``.
 """
 
@@ -71,6 +70,7 @@ LOG_DIRS = frozenset({"logs", "log"})
 _METRIC_WORDS = frozenset({"metric", "metrics", "score", "scores", "result", "results",
                            "summary"})
 _CONFIG_WORDS = frozenset({"config", "conf", "cfg", "params", "hparams", "args", "settings"})
+CONFIG_DIRS = frozenset({"config", "configs", "conf", "cfg", "params", "hparams", "settings"})
 _MODEL_HINT = re.compile(r"model|weight|checkpoint|ckpt|encoder|decoder|classifier", re.I)
 _DATA_HINT = re.compile(r"(?:^|[_\-.])(?:data|dataset|df|features?|train|test|val|valid|"
                         r"split|[xy])(?:[_\-.]|$)", re.I)
@@ -206,7 +206,8 @@ def kind_of(rel_path: str, head: bytes | None, *, size: int | None, role: str | 
     if _metrics_name(stem, ext, parents):
         return "metrics"
     words = set(_WORDS.split(stem))
-    if ext in CONFIG_EXT or (ext == ".json" and words & _CONFIG_WORDS) \
+    if ext in CONFIG_EXT or (ext == ".json" and (words & _CONFIG_WORDS
+                                                  or any(p in CONFIG_DIRS for p in parents))) \
             or stem.startswith("hparams") or (stem.startswith("requirements") and ext == ".txt"):
         return "config"
     if ext in CODE_EXT or low in CODE_NAMES:

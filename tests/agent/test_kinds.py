@@ -104,6 +104,8 @@ def test_role_tips_pickles(rel: str, role: str, expected: str) -> None:
     ("params.json", "config"), ("config_small.json", "config"), ("hparams.yaml", "config"),
     ("models/bert/config.json", "config"), ("requirements-dev.txt", "config"),
     ("conf/eval.yaml", "config"), ("eval_config.json", "config"),
+    ("configs/base.json", "config"), ("conf/model/resnet.json", "config"),
+    ("configs/metrics.json", "metrics"), ("data/configs.json", "dataset"),
     ("metrics.json", "metrics"), ("metrics_test.json", "metrics"), ("scores.json", "metrics"),
     ("results.json", "metrics"), ("eval_results.json", "metrics"), ("all_results.json", "metrics"),
     ("evaluation.json", "metrics"), ("summary.json", "metrics"),
