@@ -24,10 +24,47 @@ STATUSES = ("running", "completed", "failed", "ended", "lost")
 EMPTY_HINT = "no runs yet: run your scripts as usual while the agent watches"
 
 
+REDACTED = "***"
+# Top-level fields of a run (the JSON contract) that make sense as a column.
+FIELDS = ("id", "status", "exit_code", "signal", "started_at", "ended_at", "duration", "cwd",
+          "tier", "command")
+
+
+def _quote(arg: str) -> str:
+    # A redacted value reads as what it is, not as a quoted glob ('--api-key=***').
+    if arg == REDACTED:
+        return arg
+    if arg.endswith("=" + REDACTED):
+        return _quote(arg[:-len(REDACTED)]) + REDACTED
+    return shlex.quote(arg)
+
+
 def command_text(argv: Any) -> str:
     if isinstance(argv, (list, tuple)):
-        return shlex.join(str(a) for a in argv)
+        return " ".join(_quote(str(a)) for a in argv)
     return str(argv or "")
+
+
+def column_text(spec: str, value: Any) -> str:
+    if spec == "duration":
+        return human_duration(value)
+    if spec in ("started_at", "ended_at"):
+        return local_time(value)
+    if spec == "command":
+        return command_text(value)
+    return number_text(value)
+
+
+def check_column(spec: str) -> None:
+    """A usage error unless `spec` names a group key or a run field."""
+    group, _, rest = spec.lstrip("-").partition(".")
+    if group in ("metrics", "params", "telemetry") and rest:
+        return
+    if spec.lstrip("-") in FIELDS:
+        return
+    raise click.UsageError(
+        f"unknown column '{spec}': use metrics.KEY, params.KEY, telemetry.KEY or one of "
+        f"{', '.join(FIELDS)}")
 
 
 def status_text(run: dict[str, Any]) -> str:
@@ -112,7 +149,7 @@ def render_runs(runs: list[dict[str, Any]], width: int | None = None,
             command_text(run.get("command")),
             len(run.get("inputs") or ()),
             len(run.get("outputs") or ()),
-            *(number_text(column_value(run, c)) for c in columns),
+            *(column_text(c, column_value(run, c)) for c in columns),
         )
         for run in runs
     ]
@@ -142,6 +179,8 @@ def runs(state: AppState, as_json: bool, limit: int, status: str | None, show_al
          columns_text: str | None, sort_spec: str | None) -> None:
     """List runs, newest first (or in --sort order)."""
     columns = _columns(columns_text)
+    for spec in [*columns, *([sort_spec] if sort_spec else [])]:
+        check_column(spec)
     with state.catalog() as catalog:
         fetch = None if show_all or sort_spec else limit
         found = catalog.runs(limit=fetch, status=status)

@@ -80,3 +80,28 @@ def test_runs_columns_and_sort(project):
     assert [r["id"] for r in data] == [2, 1, 3]
     assert data[0]["columns"] == {"params.lr": 0.01}
     assert "metrics" in data[0] and "params" in data[0]
+
+
+def test_runs_columns_of_fields_are_formatted_and_unknown_ones_refused(project):
+    with Catalog.find(project, readonly=False) as cat:
+        cat.update_run(1, status="completed", exit_code=0, ended_at=time.time() + 95.5)
+    got = cli_run(project, "runs", "--columns", "duration,status")
+    assert got.exit_code == 0, got.output
+    header, *rows = got.stdout.splitlines()
+    assert header.split()[-2:] == ["DURATION", "STATUS"]
+    # the field is shown as the DURATION column is (after STARTED's date and time)
+    assert [row.split()[4] for row in rows] == [row.split()[-2] for row in rows]
+    assert [row.split()[1] for row in rows] == [row.split()[-1] for row in rows]
+    assert rows[-1].split()[-2] in ("1m35s", "1m36s")  # run 1, oldest: last
+    for bad in (["--columns", "bogus"], ["--sort", "-nothing"], ["--columns", "metrics."]):
+        got = cli_run(project, "runs", *bad)
+        assert got.exit_code == 2 and "unknown column" in got.output, got.output
+        assert "Traceback" not in got.output
+
+
+def test_redacted_arguments_are_not_quoted():
+    from onlooker.cli.commands.runs import command_text
+
+    assert command_text(["python", "t.py", "--api-key", "***", "--token=***", "a b"]) == \
+        "python t.py --api-key *** --token=*** 'a b'"
+    assert command_text(["x", "--a b=***"]) == "x '--a b='***"
