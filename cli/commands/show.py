@@ -24,6 +24,7 @@ from onlooker.cli.output import (
     table,
 )
 from onlooker.cli.telemetry_view import telemetry_sections
+from onlooker.store.errors import StoreError
 
 _NTH_NEWEST = re.compile(r"-([1-9][0-9]*)")
 
@@ -65,15 +66,27 @@ def _scalar(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _git(git: Any) -> str:
+def _git(git: Any, run_id: Any, diff_text: str | None) -> str:
     if not git:
         return "(not a git repository)"
     rows = [("commit", git.get("commit") or "-"), ("branch", git.get("branch") or "-"),
             ("dirty", "yes" if git.get("dirty") else "no")]
-    diff = git.get("diff")
-    if diff:
-        rows.append(("diff", f"{len(str(diff).splitlines())} lines (see --json)"))
+    if git.get("diff"):
+        size = "kept" if diff_text is None else f"{len(diff_text.splitlines())} lines"
+        rows.append(("diff", f"{size}: onlooker show {run_id} --diff"))
     return table(None, rows)
+
+
+def diff_text(catalog: Any, run: dict[str, Any]) -> str | None:
+    """The uncommitted changes kept for the run (its git.diff object), None if none."""
+    ref = (run.get("git") or {}).get("diff")
+    if not ref:
+        return None
+    try:
+        with catalog.objects.open(ref) as f:
+            return f.read().decode("utf-8", errors="replace")
+    except (StoreError, OSError):
+        return None
 
 
 def _env(env: Any) -> str:
@@ -136,8 +149,9 @@ def _steps(steps: Any) -> str:
     return table(("PID", "STATUS", "DURATION", "IN/OUT", "COMMAND"), rows)
 
 
-def render_run(run: dict[str, Any]) -> str:
-    """The people's view of one run dict (the JSON contract), in sections."""
+def render_run(run: dict[str, Any], diff: str | None = None) -> str:
+    """The people's view of one run dict (the JSON contract), in sections; `diff` is the
+    text behind git.diff where the caller read it."""
     header = table(None, [
         ("status", status_text(run)),
         ("exit", _scalar(run.get("exit_code"))),
@@ -156,7 +170,7 @@ def render_run(run: dict[str, Any]) -> str:
         section("code", _files(run.get("code"))),
         *metrics_sections(run),
         *telemetry_sections(run),
-        section("git", _git(run.get("git"))),
+        section("git", _git(run.get("git"), run.get("id"), diff)),
         section("env", _env(run.get("env"))),
         section("steps", _steps(run.get("steps"))),
     ]
@@ -165,16 +179,29 @@ def render_run(run: dict[str, Any]) -> str:
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @json_option
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Print the uncommitted changes (git diff) the run started with.")
 @click.argument("run_ref", metavar="RUN")
 @pass_state
-def show(state: AppState, as_json: bool, run_ref: str) -> None:
+def show(state: AppState, as_json: bool, show_diff: bool, run_ref: str) -> None:
     """Show one run: RUN is its id, or 'last' / -1 for the newest (-2 the one before)."""
+    if as_json and show_diff:
+        raise click.UsageError("--diff prints the diff itself: use it without --json")
     with state.catalog() as catalog:
         run = resolve(catalog, run_ref)
-    if as_json:
+        diff = diff_text(catalog, run)
+    if show_diff:
+        if diff is None:
+            git = run.get("git")
+            raise CliError(f"run {run['id']} " + (
+                "was not started in a git repository" if not git else
+                "started from a clean tree: there is no diff" if not git.get("diff") else
+                "has a diff recorded, but its object is missing from the store"))
+        click.echo(diff, nl=not diff.endswith("\n"))
+    elif as_json:
         emit_json(run)
     else:
-        emit(render_run(run))
+        emit(render_run(run, diff))
 
 
 def _os_line(os_info: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import sys
 import types
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from onlooker.cli.main import cli
-from onlooker.store.errors import NoSuchRun, NotInitialized
+from onlooker.store.errors import MissingObject, NoSuchRun, NotInitialized
 
 
 def make_run(run_id: int, **over: Any) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def make_run(run_id: int, **over: Any) -> dict[str, Any]:
                 "cpu": "8 x Xeon", "memory_bytes": 16 * 2**30, "gpus": [],
                 "hostname": "box", "user": "me"},
         "git": {"commit": "3a7cb96" + "0" * 33, "branch": "main", "dirty": True,
-                "diff": "--- a\n+++ b\n"},
+                "diff": DIFF_REF},
         "steps": [
             {"id": 1, "pid": 100, "ppid": 1, "parent": None, "argv": ["make", "train"],
              "cwd": "/proj", "started_at": "2025-01-01T10:00:00Z",
@@ -58,10 +59,24 @@ def make_run(run_id: int, **over: Any) -> dict[str, Any]:
     return run
 
 
+DIFF_REF = "blake3:" + "77" * 32
+DIFF_TEXT = "--- a/src/train.py\n+++ b/src/train.py\n@@ -1 +1 @@\n-lr = 0.1\n+lr = 0.2\n"
+
+
+class FakeObjects:
+    """The object store's read side: the sample run's diff, nothing else."""
+
+    def open(self, ref: str):
+        if ref != DIFF_REF:
+            raise MissingObject(f"object {ref} is not in the store")
+        return io.BytesIO(DIFF_TEXT.encode())
+
+
 class FakeCatalog:
     """Catalog's read API over a list of run dicts (newest last in `stored`)."""
 
     stored: list[dict[str, Any]] = []
+    objects = FakeObjects()
 
     def __init__(self, project: Path) -> None:
         self.project = project

@@ -135,9 +135,31 @@ def test_show_table(project: Path, invoke, fake_catalog) -> None:
     assert "120.6 KiB" in out
     assert "3.11.4 (/usr/bin/python3)" in out and "packages  2" in out
     assert "dirty   yes" in out
+    assert "diff    5 lines: onlooker show 1 --diff" in out
     make_line = next(line for line in out.splitlines() if "make train" in line)
     child_line = next(line for line in out.splitlines() if "└ python src/train.py" in line)
     assert make_line.index("make") < child_line.index("python")  # the tree is indented
+
+
+def test_show_diff_prints_the_kept_changes(project: Path, invoke, fake_catalog) -> None:
+    from tests.cli.conftest import DIFF_TEXT
+
+    fake_catalog.stored.append(make_run(1))
+    clean = make_run(2)
+    clean["git"] = {"commit": "3a7cb96" + "0" * 33, "branch": "main", "dirty": False,
+                    "diff": None}
+    fake_catalog.stored.append(clean)
+    lost = make_run(3)
+    lost["git"] = dict(lost["git"], diff="blake3:" + "00" * 32)
+    fake_catalog.stored.append(lost)
+    result = invoke("-C", str(project), "show", "1", "--diff")
+    assert result.exit_code == 0 and result.stdout == DIFF_TEXT
+    for ref, words in (("2", "clean tree"), ("3", "missing from the store")):
+        result = invoke("-C", str(project), "show", ref, "--diff")
+        assert result.exit_code == 1 and words in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    both = invoke("-C", str(project), "show", "1", "--diff", "--json")
+    assert both.exit_code == 2 and "without --json" in both.stderr
 
 
 def test_show_json_has_the_contract(project: Path, invoke, fake_catalog) -> None:
