@@ -270,6 +270,7 @@ class Agent:
                 self._write_status()
                 last_status = time.monotonic()
         self.state = "stopping"
+        self.hasher.hurry()
         self.rescan_event.set()  # wakes the scan loop, which sees the stop
         self._write_status()
         log.info("stopping: committing what was seen")

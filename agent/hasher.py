@@ -146,6 +146,7 @@ class Hasher:
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._stop = False
+        self._hurry = False  # the agent is stopping: hash what is there, wait for no one
         self._threads = [
             threading.Thread(target=self._work, name=f"onlooker-hasher-{i}", daemon=True)
             for i in range(threads)
@@ -176,6 +177,18 @@ class Hasher:
             self._jobs[path] = _Job(path, copy, prio, settled=settled)
             heapq.heappush(self._heap, (prio, time.monotonic() + delay, next(self._seq), path))
             self._cond.notify()
+
+    def hurry(self) -> None:
+        """From now on a file open for writing is hashed as it is, and jobs put back to
+        wait for a writer are due at once: the agent is stopping, and waiting ~40 s
+        for a writer would hold `onlooker stop`."""
+        with self._cond:
+            self._hurry = True
+            now = time.monotonic()
+            self._heap = [(prio, min(due, now), seq, path)
+                          for prio, due, seq, path in self._heap]
+            heapq.heapify(self._heap)
+            self._cond.notify_all()
 
     def pending(self) -> int:
         with self._cond:
@@ -292,7 +305,7 @@ class Hasher:
             return HashDone(clock.now(), path, cached, size=st.st_size,
                             mtime_ns=st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino, stored=copy)
         try:
-            writers_ok = job.tries >= _WRITERS_TRIES
+            writers_ok = self._hurry or job.tries >= _WRITERS_TRIES
             if self._side_door is None:
                 res = hash_file(path, store=self._objects if copy else None, copy=copy,
                                 copy_max_bytes=self._copy_max, writers_ok=writers_ok)

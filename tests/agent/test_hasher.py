@@ -114,3 +114,18 @@ def test_a_closed_file_opened_again_for_writing_waits_for_that_writer(setup):
         f.write(b"second" * 1000)
     (ev,) = collect(q, 1).values()
     assert ev.hash == hash_file(p).hash and ev.size == 6000
+
+
+def test_hurry_hashes_a_file_held_open_for_writing_at_once(setup):
+    # The agent is stopping: a run that holds its log open must not hold `stop`.
+    tmp, q, _, _, h = setup
+    p = tmp / "held.log"
+    with open(p, "wb") as f:
+        f.write(b"epoch=1 loss=0.5\n")
+        f.flush()
+        h.request(str(p), copy=True, settled=True)
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.3)
+        h.hurry()
+        ev = q.get(timeout=2)
+    assert ev.hash == hash_file(p).hash
