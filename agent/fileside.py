@@ -111,6 +111,16 @@ class FileSide:
             # Neither tier tells a read open from a write open: the close will say
             # (hashing at the open would version a file still being written).
             return
+        if read and ev.pid is None and not self.pids_known:
+            # Runs alive at once that all name this file in their argv (the same script
+            # run twice) each read it: no need to tell them apart.
+            named = [r for r in self.runs if r.script_seen and _named(path, r.argv_paths)
+                     and r.alive_at(ev.t, _PIDLESS_SLACK)]
+            if len(named) > 1:
+                for r in named:
+                    self._record(r, path, write=False, step=_step_at(r.steps, ev.t),
+                                 closed=ev.op == CLOSE_NOWRITE)
+                return
         run, step = self._attribute(ev, path) if ev.op != DELETE else (None, None)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("file %s %s pid %s -> run %s", ev.op, path, ev.pid,

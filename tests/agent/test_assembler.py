@@ -147,6 +147,22 @@ def test_concurrent_runs_without_pids_use_fd_evidence_or_refuse_to_guess(project
     assert asm.stats.unattributed == 1
 
 
+def test_a_script_two_concurrent_runs_name_is_code_of_both(project):
+    # `python worker.py alpha & python worker.py beta &` without pids: each read of the
+    # script could be either run's, and both surely read it.
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/worker.py", "alpha"], project, T0)
+    exec_(asm, 20, ["python", "src/worker.py", "beta"], project, T0 + 0.01)
+    for t in (T0 + 0.002, T0 + 0.012):
+        asm.handle(FileEvent(t, CLOSE_NOWRITE, f"{p}/src/worker.py"))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/data/shared.csv"))  # named by none
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(1, "code")) == set(cat.io(2, "code")) == {"src/worker.py"}
+    assert cat.io(1, "input") == cat.io(2, "input") == {}  # still refused: a guess
+
+
 def test_argv_named_folder_breaks_a_tie(project):
     asm, cat, hasher = make(project)
     p = str(project)
