@@ -112,11 +112,12 @@ class FileSide:
             # (hashing at the open would version a file still being written).
             return
         if read and ev.pid is None and not self.pids_known:
-            # Runs alive at once that all name this file in their argv (the same script
-            # run twice) each read it: no need to tell them apart.
-            named = [r for r in self.runs if r.script_seen and _named(path, r.argv_paths)
-                     and r.alive_at(ev.t, _PIDLESS_SLACK)]
-            if len(named) > 1:
+            # Runs surely alive at once that all name this file in their argv (the same
+            # script run twice) each read it: no need to tell them apart. (Only surely:
+            # in a sequential pipeline the one that ended is settled by the rules below.)
+            cands = [r for r in self.runs if r.script_seen and r.alive_at(ev.t, _PIDLESS_SLACK)]
+            named = [r for r in cands if _named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
+            if len(named) > 1 and len(named) == len(cands):
                 for r in named:
                     self._record(r, path, write=False, step=_step_at(r.steps, ev.t),
                                  closed=ev.op == CLOSE_NOWRITE)

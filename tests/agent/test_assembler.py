@@ -163,6 +163,24 @@ def test_a_script_two_concurrent_runs_name_is_code_of_both(project):
     assert cat.io(1, "input") == cat.io(2, "input") == {}  # still refused: a guess
 
 
+def test_a_folder_two_sequential_runs_name_is_read_by_the_later_only(project):
+    # train then evaluate, both given data/features: polling saw train's end late, so
+    # evaluate's read falls in train's window; it is still evaluate's alone.
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py", "data/features"], project, T0)
+    asm.handle(FileEvent(T0 + 0.002, CLOSE_NOWRITE, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/data/features/train.pkl"))
+    exec_(asm, 20, ["python", "src/evaluate.py", "data/features"], project, T0 + 0.52)
+    asm.handle(ProcExit(T0 + 0.55, 10, after=T0 + 0.5))
+    asm.handle(FileEvent(T0 + 0.522, CLOSE_NOWRITE, f"{p}/src/evaluate.py"))
+    asm.handle(FileEvent(T0 + 0.6, CLOSE_NOWRITE, f"{p}/data/features/test.pkl"))
+    asm.tick(T0 + 2)
+    finish_hashes(asm, hasher, T0 + 2)
+    assert set(cat.io(1, "input")) == {"data/features/train.pkl"}
+    assert set(cat.io(2, "input")) == {"data/features/test.pkl"}
+
+
 def test_argv_named_folder_breaks_a_tie(project):
     asm, cat, hasher = make(project)
     p = str(project)
