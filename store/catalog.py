@@ -11,9 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from . import records, schema
+from ._sqlite_utils import sqlite_utils
 from .errors import CatalogCorrupt, NoSuchRun, NotInitialized, StoreError
 from .metrics import MetricsMixin
 from .objects import ObjectStore, hash_bytes

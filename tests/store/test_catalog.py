@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -311,3 +312,21 @@ def test_names_that_are_not_utf8_are_stored_not_fatal(tmp_path):
     run = cat.run(rid)
     assert run["command"][2] == odd  # argv round-trips exactly
     assert run["inputs"][0]["path"] == "data/caf\\xe9.csv"
+
+
+def test_opening_the_catalog_does_not_import_pandas_or_numpy(tmp_path):
+    # sqlite-utils imports both at import time; with pandas installed that cost every
+    # CLI call most of a second.
+    import subprocess
+    import sys
+
+    for name in ("pandas", "numpy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("IMPORTED = True\n")
+    code = ("import sys; import onlooker.store.catalog; "
+            "print('pandas' in sys.modules, 'numpy' in sys.modules); "
+            "import pandas; print(pandas.IMPORTED)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "True"]
