@@ -149,6 +149,10 @@ def load(project: Path) -> Config:
     for key in ("poll_hz", "telemetry_seconds", "grace_seconds", "quiet_seconds", "hash_threads"):
         if data["capture"][key] <= 0:
             raise ConfigError(f"setting 'capture.{key}' in {CONFIG_NAME} must be positive")
+    for section, key in (("store", "object_max_bytes"), ("metrics", "max_bytes"),
+                         ("metrics", "sniff_max_bytes")):
+        if data[section][key] < 0:
+            raise ConfigError(f"setting '{section}.{key}' in {CONFIG_NAME} must not be negative")
     for (section, key), allowed in _CHOICES.items():
         if data[section][key] not in allowed:
             raise ConfigError(

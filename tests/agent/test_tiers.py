@@ -40,5 +40,8 @@ def test_bad_settings_are_one_sentence(tmp_path):
         cfg(tmp_path, '[capture]\nprocess = "magic"\n')
     with pytest.raises(config.ConfigError, match="must be positive"):
         cfg(tmp_path, '[capture]\npoll_hz = 0\n')
+    with pytest.raises(config.ConfigError, match="store.object_max_bytes.*must not be negative"):
+        cfg(tmp_path, '[store]\nobject_max_bytes = -5\n')
+    assert cfg(tmp_path, '[store]\nobject_max_bytes = 0\n')["store"]["object_max_bytes"] == 0
     with pytest.raises(config.ConfigError, match="unknown setting"):
         cfg(tmp_path, '[capture]\nturbo = true\n')
