@@ -105,6 +105,17 @@ class FileSide:
                 if not r.script_seen and r.script == path:
                     r.script_seen, r.marker = True, self._seq
                     break
+            if ev.op == CLOSE_NOWRITE:
+                for r in self.runs:
+                    if r.script_seen and r.script == path and not r.script_read:
+                        r.script_read = True  # read, so that open was the run's
+                        break
+        elif ev.pid is None and ev.op == CLOSE_WRITE:
+            for r in self.runs:
+                if r.script == path and r.script_seen and not r.script_read:
+                    # The open taken for the run's was a writer's (`cp x.py y.py; python
+                    # y.py`): what came since is not the run's; its own open comes next.
+                    r.script_seen = False
         write = ev.op in (CLOSE_WRITE, CREATE, MOVED_TO)
         read = ev.op in (OPEN, CLOSE_NOWRITE)
         if ev.op == OPEN:

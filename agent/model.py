@@ -61,6 +61,7 @@ class Run:
     script: str | None = None
     script_seen: bool = True
     marker: int = 0  # where in the file event stream the run showed itself (script open)
+    script_read: bool = False  # its script's close after reading was seen too
     log_paths: set[str] = field(default_factory=set)  # where its stdout/stderr go
     wrote_in: dict[str, Step | None] = field(default_factory=dict)  # folder -> last step
     noted: set[str] = field(default_factory=set)  # metrics files it was told it can't read

@@ -181,6 +181,28 @@ def test_a_folder_two_sequential_runs_name_is_read_by_the_later_only(project):
     assert set(cat.io(2, "input")) == {"data/features/test.pkl"}
 
 
+def test_a_script_copied_into_place_just_before_its_run_is_not_the_runs_output(project):
+    # `cp src/train.py src/copy1.py; python src/copy1.py`: without pids, and with event
+    # times that lag, cp's events fall inside the run's window. cp's open of the script
+    # is a writer's (it ends in a close-write), so the run shows itself only later.
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/copy1.py", "--out", "models/q.pkl"], project, T0,
+          script_open=False)
+    asm.handle(FileEvent(T0 + 0.010, OPEN, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.012, OPEN, f"{p}/src/copy1.py"))
+    asm.handle(FileEvent(T0 + 0.013, CLOSE_WRITE, f"{p}/src/copy1.py"))
+    asm.handle(FileEvent(T0 + 0.014, CLOSE_NOWRITE, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.020, OPEN, f"{p}/src/copy1.py"))
+    asm.handle(FileEvent(T0 + 0.021, CLOSE_NOWRITE, f"{p}/src/copy1.py"))
+    asm.handle(FileEvent(T0 + 0.100, CLOSE_WRITE, f"{p}/models/q.pkl"))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert set(cat.io(1, "code")) == {"src/copy1.py"}
+    assert set(cat.io(1, "output")) == {"models/q.pkl"}
+    assert cat.io(1, "input") == {}
+
+
 def test_argv_named_folder_breaks_a_tie(project):
     asm, cat, hasher = make(project)
     p = str(project)
