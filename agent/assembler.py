@@ -245,12 +245,23 @@ class Assembler(FileSide):
             if tuple(info.argv) == known.argv:
                 return  # seen already (a poll re-report)
             if known.run is not None:
+                if classify.is_onlooker(info.argv, info.exe):  # a forked child became it
+                    known.run.members.discard(info.pid)
+                    known.run.pids.discard(info.pid)
+                    self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv,
+                                                info.exe)
+                    return
                 self._new_step(known.run, info, known, exec_in_place=True)
                 return
             # First seen between fork and exec (or before an exec in place): judge
             # the program it runs now.
         parent = self._member_ancestor(info)
         if parent is not None and parent.run is not None:
+            if classify.is_onlooker(info.argv, info.exe):
+                # `onlooker show` in a script that is a run: onlooker is never part of one
+                # (its children, `onlooker run -- CMD`'s CMD, still are).
+                self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+                return
             run = parent.run
             if (tuple(info.argv) == parent.argv and info.exe == parent.exe) or not info.argv:
                 # a worker forked without exec (polling sees it only now): its parent's step

@@ -356,6 +356,12 @@ def _is_onlooker(inv: Invocation, argv: list[str]) -> bool:
     return any(os.path.basename(a) == "onlooker" for a in names)
 
 
+def is_onlooker(argv: list[str] | tuple[str, ...], exe: str | None = None) -> bool:
+    """Whether this command line runs onlooker itself (its CLI or its agent)."""
+    argv = list(argv)
+    return bool(argv) and _is_onlooker(parse_invocation(argv, exe), argv)
+
+
 def _excluded(path: str, project: str, exclude: list[str]) -> bool:
     rel = os.path.relpath(path, project).split("/")
     return any(part in exclude or part == "site-packages" for part in rel[:-1])

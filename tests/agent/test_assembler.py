@@ -297,6 +297,27 @@ def test_steps_tree_exit_codes_and_workers(project):
     assert [(v, s) for _, v, r, s in cat.links if r == "input"] == [(1, 2)]  # the step
 
 
+@pytest.mark.parametrize("forked_first", [True, False])
+def test_onlooker_run_inside_a_run_is_never_one_of_its_steps(project, forked_first):
+    # `onlooker show 3 --json | ...` in a script that is a run: the CLI reads its own
+    # code and the catalog; none of it is the run's.
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["bash", "run.sh"], cwd=p, started=T0, exe="/bin/bash")))
+    if forked_first:  # netlink: the fork is seen before the exec
+        asm.handle(ProcFork(T0 + 0.1, 10, 11))
+    asm.handle(ProcExec(T0 + 0.1, info(11, ["/venv/bin/python3", "/venv/bin/onlooker", "show",
+                                            "3", "--json"], ppid=10, cwd=p,
+                                       started=T0 + 0.1)))
+    asm.handle(FileEvent(T0 + 0.2, CLOSE_NOWRITE, f"{p}/src/helper.py", pid=11))
+    asm.handle(ProcExit(T0 + 0.3, 11, exit_code=0))
+    asm.handle(ProcExit(T0 + 0.4, 10, exit_code=0))
+    asm.tick(T0 + 2)
+    finish_hashes(asm, hasher, T0 + 2)
+    assert [s["argv"] for s in cat.steps.values()] == [["bash", "run.sh"]]
+    assert cat.links == []
+
+
 def test_signal_and_unknown_exit(project):
     asm, cat, _ = make(project)
     exec_(asm, 10, ["python", "src/train.py"], project, T0)
