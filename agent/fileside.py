@@ -330,12 +330,20 @@ class FileSide:
         use = run.use(path)
         sid = step.db_id if step is not None else None
         if role == "output":
-            # Read and written by one step counts as its output; a rewritten output keeps
-            # its last version.
+            run.produced.add((vid, sid))
+            # A rewritten output keeps its last version. What the step read there stays
+            # its input unless the step wrote that version itself: a checkpoint resumed
+            # from and then overwritten is both the input it was and the output it became.
             for old_role in ("input", "code", "output"):
-                old = use.links.pop((old_role, sid), None)
-                if old is not None and (old != vid or old_role != "output"):
+                old = use.links.get((old_role, sid))
+                if old is None or (old_role != "output" and old != vid
+                                   and (old, sid) not in run.produced):
+                    continue
+                del use.links[(old_role, sid)]
+                if old != vid or old_role != "output":
                     self.catalog.unlink(run.db_id, old, old_role, sid)
+        elif (vid, sid) in run.produced:
+            return  # the step read back what it wrote: no input
         self.catalog.link(run.db_id, vid, role, step_id=sid, producer_set=producer_set)
         use.links[(role, sid)] = vid
 

@@ -48,6 +48,7 @@ class Run:
     steps: list[Step] = field(default_factory=list)
     members: set[int] = field(default_factory=set)  # pids alive
     pids: set[int] = field(default_factory=set)  # every pid that ever belonged
+    produced: set[tuple[int, int | None]] = field(default_factory=set)  # (version, step) written
     ended_at: float | None = None  # when the last member was seen to end
     ended_after: float | None = None  # polling: it was still alive then (ended in between)
     root_exit: tuple[int | None, int | None] | None = None

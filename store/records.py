@@ -74,16 +74,20 @@ def empty_files() -> dict[str, list[dict[str, Any]]]:
 def group_files(rows: Iterable[sqlite3.Row]) -> dict[int, dict[str, list[dict[str, Any]]]]:
     """run_id -> {"inputs": [...], "outputs": [...], "code": [...]} (rows come sorted).
 
-    The run as a whole: a path one step wrote is an output even where another step
-    read it, and a path written several times shows its last version.
+    The run as a whole: a version one step wrote is no input even where another step
+    read it; a version the run read and did not write stays an input even where it
+    then wrote that path (a checkpoint resumed from); a path written several times
+    shows its last version.
     """
     out: dict[int, dict[str, list[dict[str, Any]]]] = {}
     newest: dict[tuple[int, str], int] = {}
+    written: set[tuple[int, int]] = set()
     rows = list(rows)
     for row in rows:
         if row["role"] == "output":
             key = (row["run_id"], row["path"])
             newest[key] = max(newest.get(key, 0), row["vid"])
+            written.add((row["run_id"], row["vid"]))
     for row in rows:
         run_id, path = row["run_id"], row["path"]
         files = out.get(run_id)
@@ -92,7 +96,7 @@ def group_files(rows: Iterable[sqlite3.Row]) -> dict[int, dict[str, list[dict[st
         last = newest.get((run_id, path))
         if row["role"] == "output" and row["vid"] != last:
             continue
-        if row["role"] != "output" and last is not None:
+        if row["role"] != "output" and (run_id, row["vid"]) in written:
             continue
         files[_ROLE_KEY[row["role"]]].append(file_entry(row))
     return out

@@ -259,7 +259,8 @@ def test_an_output_removed_after_the_run_ended_stays_its_output(project, pids_kn
     assert cat.io(1, "output") == {"x.csv": fh("x", 1)}
 
 
-def test_read_then_written_counts_as_output_only(project):
+def test_read_then_rewritten_is_the_input_it_was_and_the_output_it_became(project):
+    # A checkpoint resumed from and then overwritten: lineage needs both versions.
     asm, cat, hasher = make(project, pids_known=True)
     p = str(project)
     exec_(asm, 10, ["python", "src/train.py"], project, T0)
@@ -271,8 +272,25 @@ def test_read_then_written_counts_as_output_only(project):
     asm.handle(FileEvent(T0 + 0.8, CLOSE_WRITE, f"{p}/state.json", pid=10))
     asm.tick(T0 + 1.5)
     finish_hashes(asm, hasher, T0 + 1.5, {f"{p}/state.json": fh("s", 2)})
-    assert cat.io(1, "input") == {}
+    assert cat.io(1, "input") == {"state.json": fh("s", 1)}
     assert cat.io(1, "output") == {"state.json": fh("s", 2)}
+
+
+def test_a_file_written_then_read_back_is_an_output_only(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/model.pkl", pid=10))
+    asm.tick(T0 + 0.7)
+    finish_hashes(asm, hasher, T0 + 0.7, {f"{p}/model.pkl": fh("m", 1)})
+    asm.handle(FileEvent(T0 + 0.8, CLOSE_NOWRITE, f"{p}/model.pkl", pid=10))  # reloaded
+    asm.tick(T0 + 1.5)
+    finish_hashes(asm, hasher, T0 + 1.5, {f"{p}/model.pkl": fh("m", 1)})
+    asm.handle(FileEvent(T0 + 1.6, CLOSE_WRITE, f"{p}/model.pkl", pid=10))  # and rewritten
+    asm.tick(T0 + 2.5)
+    finish_hashes(asm, hasher, T0 + 2.5, {f"{p}/model.pkl": fh("m", 2)})
+    assert cat.io(1, "input") == {}
+    assert cat.io(1, "output") == {"model.pkl": fh("m", 2)}
 
 
 def test_steps_tree_exit_codes_and_workers(project):

@@ -330,3 +330,22 @@ def test_opening_the_catalog_does_not_import_pandas_or_numpy(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(tmp_path)},
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "True"]
+
+
+def test_run_files_keep_a_resumed_checkpoint_as_input_and_hide_intermediates(cat):
+    run = new_run(cat)
+    ckpt_old = cat.add_version("ckpt/last.pt", hash=H1, size=1, mtime_ns=1, kind="model",
+                               stored=True, created_at=T0)
+    ckpt_new = cat.add_version("ckpt/last.pt", hash=H2, size=2, mtime_ns=2, kind="model",
+                               stored=True, created_at=T0 + 5, run_id=run)
+    mid = cat.add_version("data/clean.csv", hash="blake3:" + "3" * 64, size=3, mtime_ns=3,
+                          kind="dataset", stored=True, created_at=T0 + 1, run_id=run)
+    cat.link(run, ckpt_old, "input")  # resumed from the checkpoint another run wrote...
+    cat.link(run, ckpt_new, "output")  # ...and overwrote it
+    cat.link(run, mid, "output")  # one step wrote it, another read it
+    cat.link(run, mid, "input")
+    got = cat.run(run)
+    assert [(f["path"], f["hash"]) for f in got["inputs"]] == [("ckpt/last.pt", H1)]
+    assert sorted((f["path"], f["hash"]) for f in got["outputs"]) == [
+        ("ckpt/last.pt", H2), ("data/clean.csv", "blake3:" + "3" * 64)]
+    assert [r["inputs"] for r in cat.runs() if r["id"] == run] == [got["inputs"]]
