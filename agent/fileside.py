@@ -45,6 +45,9 @@ _SNIFFABLE = (".json", ".yaml", ".yml", ".csv", ".tsv")
 class Waiter:
     run: Run | None
     write: bool
+    # A read: when the agent saw it (0: not known). Content changed after that is not
+    # what was read (hashes come after the grace window).
+    read_t: float = 0.0
 
 
 
@@ -255,7 +258,7 @@ class FileSide:
             # Another step of the run read what an earlier one read: same version.
             self._link(run, path, use.read_vid, use.read_role, step)
             return
-        self._want_hash(path, Waiter(run, False), delay=0.0, settled=closed)
+        self._want_hash(path, Waiter(run, False, self._event_t), delay=0.0, settled=closed)
 
     def _want_hash(self, path: str, waiter: Waiter, *, delay: float,
                    settled: bool = False) -> None:
@@ -280,7 +283,12 @@ class FileSide:
         if ev.dev or ev.ino:
             self.stat_rows.append((ev.dev, ev.ino, ev.size, ev.mtime_ns, ev.hash))
         runs_writing = [w.run for w in waiters if w.write and w.run is not None]
-        runs_reading = [w.run for w in waiters if not w.write and w.run is not None]
+        # A read before the file changed again (a checkpoint loaded, then overwritten
+        # within the grace window) saw an older content than this: that version is not
+        # known here, and a newer one must not pass for it.
+        changed = ev.mtime_ns / 1e9  # wall clock, as the file system keeps it
+        runs_reading = [w.run for w in waiters if not w.write and w.run is not None
+                        and not (w.read_t and changed > clock.to_wall(w.read_t) + 0.005)]
         nobody = not waiters or all(w.run is None for w in waiters)
         if nobody and self.latest.get(rel) == ev.hash:
             return  # unchanged (a scan or a no-run touch)

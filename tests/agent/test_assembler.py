@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onlooker.agent import config
+from onlooker.agent import clock, config
 from onlooker.agent.assembler import Assembler, Probes
 from onlooker.agent.events import (
     CLOSE_NOWRITE,
@@ -274,6 +274,24 @@ def test_read_then_rewritten_is_the_input_it_was_and_the_output_it_became(projec
     finish_hashes(asm, hasher, T0 + 1.5, {f"{p}/state.json": fh("s", 2)})
     assert cat.io(1, "input") == {"state.json": fh("s", 1)}
     assert cat.io(1, "output") == {"state.json": fh("s", 2)}
+
+
+def test_a_read_hashed_after_the_file_changed_again_is_no_input(project):
+    # Loaded, then overwritten before the grace window let it be hashed: the content
+    # hashed is not what was read, and must not pass for it.
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    for name in ("ckpt.pkl", "params.json"):
+        asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/{name}", pid=10))
+    asm.tick(T0 + 0.7)
+    later = int(clock.to_wall(T0 + 0.3) * 1e9)  # rewritten after the read
+    earlier = int(clock.to_wall(T0 - 5) * 1e9)
+    for name, mtime in (("ckpt.pkl", later), ("params.json", earlier)):
+        hasher.requests.remove(f"{p}/{name}")
+        asm.handle(HashDone(T0 + 0.7, f"{p}/{name}", fh(name, 1), size=10, mtime_ns=mtime))
+    asm.tick(T0 + 1)
+    assert set(cat.io(1, "input")) == {"params.json"}
 
 
 def test_a_file_written_then_read_back_is_an_output_only(project):
