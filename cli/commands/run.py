@@ -28,7 +28,12 @@ def run(state: AppState, no_agent: bool, command: tuple[str, ...]) -> None:
     Example: onlooker run -- python train.py --lr 0.1
     """
     project = state.project()
-    config.load(project)
+    try:
+        config.load(project)
+    except config.ConfigError as err:
+        # The command still runs: onlooker must never be why it did not.
+        log.warning("no capture for this run: %s", err)
+        no_agent = True
     store_dir = lifecycle.store_dir_of(project)
     started_agent = False
     if not no_agent and lifecycle.running_pid(store_dir) is None:

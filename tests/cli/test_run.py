@@ -110,6 +110,16 @@ def test_pipes_same_bytes_code_and_log(project):
     assert rec["child_start_ticks"] is not None and rec["ended"] >= rec["started"]
 
 
+def test_a_broken_config_never_stops_the_command(project):
+    (project / ".onlooker" / "config.toml").write_text("this is [not toml\n")
+    bare = piped([sys.executable, "-c", SHOWY, "3"], project)
+    ours = piped([*ONLOOKER[:-2], "--", sys.executable, "-c", SHOWY, "3"], project)
+    assert ours.returncode == bare.returncode == 3
+    assert ours.stdout == bare.stdout
+    assert b"no capture for this run" in ours.stderr and b"not valid TOML" in ours.stderr
+    assert ours.stderr.endswith(b"to stderr\n") and b"Traceback" not in ours.stderr
+
+
 def test_stdin_passes_through(project):
     ours = piped([*ONLOOKER, "cat"], project, stdin=b"hello\nworld")
     assert ours.returncode == 0 and ours.stdout == b"hello\nworld"
