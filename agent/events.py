@@ -120,6 +120,9 @@ class HashDone:
     stored: bool = False
     error: str | None = None
     head: bytes = field(default=b"", repr=False)  # first bytes, for content sniffing
+    # When the hasher began on the file (agent clock): a request made after that (a
+    # rewrite closed meanwhile) is answered by the next result, not this one.
+    began: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

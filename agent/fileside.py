@@ -48,6 +48,7 @@ class Waiter:
     # A read: when the agent saw it (0: not known). Content changed after that is not
     # what was read (hashes come after the grace window).
     read_t: float = 0.0
+    asked: float = 0.0  # when the hash was asked for (agent clock)
 
 
 
@@ -262,6 +263,7 @@ class FileSide:
 
     def _want_hash(self, path: str, waiter: Waiter, *, delay: float,
                    settled: bool = False) -> None:
+        waiter.asked = clock.now()
         self.waiters.setdefault(path, []).append(waiter)
         self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
                             delay=delay, settled=settled)
@@ -273,6 +275,15 @@ class FileSide:
 
     def _on_hash(self, ev: HashDone) -> None:
         waiters = self.waiters.pop(ev.path, [])
+        if ev.began is not None:
+            # Asked after the hasher began on this file (a rewrite closed meanwhile):
+            # the next result, of the newer content, is theirs.
+            later = [w for w in waiters if w.asked > ev.began]
+            if later:
+                waiters = [w for w in waiters if w.asked <= ev.began]
+                self.waiters[ev.path] = later
+                if not waiters:
+                    return  # only they waited: no version of the older content for nobody
         if ev.hash is None:
             if ev.error not in ("vanished",):
                 self.stats.hash_errors += 1

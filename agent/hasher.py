@@ -289,10 +289,11 @@ class Hasher:
     def _hash(self, job: _Job) -> HashDone | None:
         """The result, or None when the job was put back to wait (not quiet yet)."""
         path = job.path
+        began = clock.now()
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            return HashDone(clock.now(), path, None, error="vanished")
+            return HashDone(clock.now(), path, None, error="vanished", began=began)
         except OSError as err:
             return HashDone(clock.now(), path, None, error=err.strerror or str(err))
         age = time.time() - st.st_mtime_ns / 1e9
@@ -302,7 +303,7 @@ class Hasher:
         cached = self._cache.get(st)
         copy = job.copy and (st.st_size <= self._copy_max)
         if cached is not None and (not copy or self._objects.has(cached)):
-            return HashDone(clock.now(), path, cached, size=st.st_size,
+            return HashDone(clock.now(), path, cached, began=began, size=st.st_size,
                             mtime_ns=st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino, stored=copy)
         try:
             writers_ok = self._hurry or job.tries >= _WRITERS_TRIES
@@ -335,5 +336,6 @@ class Hasher:
         self._cache.put(res.dev, res.ino, res.size, res.mtime_ns, res.hash)
         self.files_hashed += 1
         self.bytes_hashed += res.size
-        return HashDone(clock.now(), path, res.hash, size=res.size, mtime_ns=res.mtime_ns,
+        return HashDone(clock.now(), path, res.hash, began=began, size=res.size,
+                        mtime_ns=res.mtime_ns,
                         dev=res.dev, ino=res.ino, stored=res.stored, head=res.head)

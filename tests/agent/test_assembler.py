@@ -294,6 +294,24 @@ def test_a_read_hashed_after_the_file_changed_again_is_no_input(project):
     assert set(cat.io(1, "input")) == {"params.json"}
 
 
+def test_a_hash_begun_before_a_rewrite_was_closed_does_not_answer_for_it(project):
+    # The hasher was already reading the old content when the run's close came: that
+    # result is not the run's output; the next one (the hasher looks again) is.
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/ckpt.pkl", pid=10))
+    asm.tick(T0 + 0.7)
+    hasher.requests.remove(f"{p}/ckpt.pkl")
+    asm.handle(HashDone(T0 + 0.7, f"{p}/ckpt.pkl", fh("c", 0), size=10,
+                        began=clock.now() - 1.0))  # begun before the request
+    assert cat.io(1, "output") == {} and not cat.versions
+    assert asm.busy()  # still waiting for its own result
+    asm.handle(HashDone(T0 + 0.8, f"{p}/ckpt.pkl", fh("c", 1), size=10, began=clock.now()))
+    assert cat.io(1, "output") == {"ckpt.pkl": fh("c", 1)}
+    assert not asm.busy()
+
+
 def test_a_file_written_then_read_back_is_an_output_only(project):
     asm, cat, hasher = make(project, pids_known=True)
     p = str(project)

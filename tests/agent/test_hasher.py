@@ -51,6 +51,7 @@ def test_many_small_files_are_hashed_and_stored_readably(setup):
     for f in files:
         ev = got[f]
         assert ev.hash and ev.stored
+        assert ev.began is not None and ev.began <= ev.t  # what the assembler matches on
         with objects.open(ev.hash) as blob:  # readable as soon as the result is out
             assert blob.read() == open(f, "rb").read()
     assert h.wait_idle(5)
