@@ -59,6 +59,11 @@ TOOL_MODULES = frozenset({
 })
 _EDITOR_DIRS = ("/.vscode-server/", "/.vscode/extensions/", "/.vscode-oss/", "/.cursor-server/",
                 "/.windsurf-server/", "/pydev/", "/.pycharm_helpers/", "/JetBrains/")
+# Version managers' shims and helpers (`python3` as a pyenv shim is `bash .../libexec/pyenv
+# exec python3 train.py`, which first runs `pyenv-which`): runs only when they name a
+# project file, like editor helpers.
+_MANAGER_DIRS = ("/.pyenv/", "/.rbenv/", "/.nodenv/", "/.goenv/", "/.jenv/", "/.asdf/",
+                 "/.sdkman/", "/libexec/")
 _LSP = re.compile(r"lang(?:uage)?[-_]?server|languageserver|(?:^|[-_.])lsp(?:$|[-_.])", re.I)
 _SYSTEM = ("/usr/", "/proc/", "/sys/", "/dev/", "/etc/", "/lib", "/bin/", "/sbin/")
 _INFO = frozenset({"--version", "-V", "-version", "--help", "-h", "-help", "-?"})
@@ -423,10 +428,12 @@ def _decide_interpreter(inv: Invocation, fam: str, info: ProcInfo, proj: str,
         return True, f"{name} -m {mod}"
     if inv.mode in ("script", "class"):
         target = inv.target or ""
-        if any(d in target for d in _EDITOR_DIRS):
-            if _paths_inside(inv.args, info.cwd, proj, exists=True):
-                return True, f"{os.path.basename(target)} (an editor helper) runs a project file"
-            return False, "an editor helper"
+        for dirs, what in ((_EDITOR_DIRS, "an editor helper"),
+                           (_MANAGER_DIRS, "a version manager's helper")):
+            if any(d in target for d in dirs):
+                if _paths_inside(inv.args, info.cwd, proj, exists=True):
+                    return True, f"{os.path.basename(target)} ({what}) runs a project file"
+                return False, what
         base = os.path.basename(target)
         if fam == "python" and os.path.basename(os.path.dirname(target)) in ("bin", "Scripts"):
             if base in runs["ignore"] or base in TOOL_NAMES:

@@ -47,6 +47,7 @@ RUNS = [
     "python -m torch.distributed.run --nproc_per_node 2 train.py",
     "python /root/.vscode-server/extensions/ms-python.debugpy/launcher --port 1 -- train.py",
     "/proj/.venv/bin/python /proj/.venv/bin/my-train --epochs 1", "python -m pytest tests",
+    "bash /root/.pyenv/libexec/pyenv exec python3 train.py",  # python3 as a pyenv shim
 ]
 NOT_RUNS = [
     "python", "python -i", "python3 -q", "ipython", "bash", "bash -i", "bash -l", "-bash",
@@ -60,6 +61,7 @@ NOT_RUNS = [
     "python /root/.vscode-server/extensions/ms-python/python_files/printEnvVariables.py",
     "/proj/.venv/bin/python /proj/.venv/bin/pip install x", "python -m jedi_language_server",
     "Rscript -e 'print(1)'", "sudo python train.py", "tensorboard --logdir runs",
+    "bash /root/.pyenv/libexec/pyenv-which python3", "bash /home/u/.rbenv/libexec/rbenv-exec",
 ]
 
 
