@@ -399,6 +399,12 @@ class Assembler(FileSide):
         proc.exe = info.exe
         self._note_argv_paths(run, info)
         self._note_stdio(run, info, proc.step)
+        if exec_in_place and info.pid == run.root_pid and classify.is_shim(run.info.argv):
+            # What the person typed ran through a shim: the program it handed over to is
+            # the run's command.
+            run.info = info
+            self.catalog.update_run(run.db_id, command=secrets.redact_argv(list(info.argv)),
+                                    exe=info.exe)
         if (exec_in_place and info.pid == run.root_pid) or run.one_liner:
             # The run's first program handed over to this one (a script ending in `exec
             # python ...`), or the run is a one-liner (`bash -c "python x.py --lr 0.1 >

@@ -367,6 +367,12 @@ def is_onlooker(argv: list[str] | tuple[str, ...], exe: str | None = None) -> bo
     return bool(argv) and _is_onlooker(parse_invocation(argv, exe), argv)
 
 
+def is_shim(argv: list[str] | tuple[str, ...]) -> bool:
+    """Whether this command line is a version manager's shim (pyenv's `python3` is
+    `bash .../libexec/pyenv exec python3 ...`), which execs the real program in place."""
+    return any(d in a for a in list(argv)[:2] for d in _MANAGER_DIRS)
+
+
 def _excluded(path: str, project: str, exclude: list[str]) -> bool:
     rel = os.path.relpath(path, project).split("/")
     return any(part in exclude or part == "site-packages" for part in rel[:-1])

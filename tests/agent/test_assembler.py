@@ -372,6 +372,21 @@ def test_onlooker_run_inside_a_run_is_never_one_of_its_steps(project, forked_fir
     assert cat.links == []
 
 
+def test_a_run_through_a_pyenv_shim_is_named_by_the_program_it_runs(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    (project / "train.py").write_text("print(1)\n")  # the shim names it: a run from the start
+    shim = ["bash", "/root/.pyenv/libexec/pyenv", "exec", "python3", "train.py", "--lr", "0.1"]
+    asm.handle(ProcExec(T0, info(10, shim, cwd=p, started=T0, exe="/bin/bash")))
+    assert cat.runs[1]["command"] == shim
+    real = ["/root/.pyenv/versions/3.11.7/bin/python3", "train.py", "--lr", "0.1"]
+    asm.handle(ProcExec(T0 + 0.05, info(10, real, cwd=p, started=T0)))
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.tick(T0 + 2)
+    assert cat.runs[1]["command"] == real
+    assert cat.params[1]["lr"] == (0.1, "argv")
+
+
 def test_signal_and_unknown_exit(project):
     asm, cat, _ = make(project)
     exec_(asm, 10, ["python", "src/train.py"], project, T0)
