@@ -79,7 +79,7 @@ class FileSide:
         # A file held open for writing is handled by its close; a read one is an input
         # even where the tier saw no event for it (outside the watched tree).
         if not ev.writable and not self.ignore.inside(ev.path):
-            self._record(proc.run, ev.path, write=False, step=proc.step)
+            self._record(proc.run, ev.path, write=False, step=proc.step, seen=ev.t)
 
     def _on_file(self, ev: FileEvent) -> None:
         path = ev.path
@@ -135,7 +135,7 @@ class FileSide:
             if len(named) > 1 and len(named) == len(cands):
                 for r in named:
                     self._record(r, path, write=False, step=_step_at(r.steps, ev.t),
-                                 closed=ev.op == CLOSE_NOWRITE)
+                                 closed=ev.op == CLOSE_NOWRITE, seen=ev.t)
                 return
         run, step = self._attribute(ev, path) if ev.op != DELETE else (None, None)
         if log.isEnabledFor(logging.DEBUG):
@@ -165,7 +165,7 @@ class FileSide:
             return
 
         if write or read:
-            self._record(run, path, write=write, step=step,
+            self._record(run, path, write=write, step=step, seen=ev.t,
                          closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE))
 
     def _folder_writer(self, path: str, t: float) -> tuple[Run, Step | None] | None:
@@ -226,9 +226,10 @@ class FileSide:
         return run, step
 
     def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
-                closed: bool = False) -> None:
+                closed: bool = False, seen: float = 0.0) -> None:
         """A run (or no run) read or wrote `path`. `closed`: the writer closed it (or
-        renamed it into place), so it is complete and needs no quiet period."""
+        renamed it into place), so it is complete and needs no quiet period. `seen`:
+        when the read was seen (0: unknown, as for a path named in argv)."""
         inside = self.ignore.inside(path)
         if run is None:
             if not write or not inside:
@@ -259,7 +260,7 @@ class FileSide:
             # Another step of the run read what an earlier one read: same version.
             self._link(run, path, use.read_vid, use.read_role, step)
             return
-        self._want_hash(path, Waiter(run, False, self._event_t), delay=0.0, settled=closed)
+        self._want_hash(path, Waiter(run, False, seen), delay=0.0, settled=closed)
 
     def _want_hash(self, path: str, waiter: Waiter, *, delay: float,
                    settled: bool = False) -> None:

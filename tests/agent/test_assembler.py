@@ -488,6 +488,21 @@ def test_outside_inputs_from_argv(project, tmp_path_factory):
     assert set(cat.io(1, "input")) == {str(outside)}
 
 
+def test_an_outside_input_changed_long_before_its_read_is_linked(project, tmp_path_factory):
+    # Staleness is judged against the read's own time, not the last file event's.
+    outside = tmp_path_factory.mktemp("shared") / "train.csv"
+    outside.write_text("a\n")
+    asm, cat, hasher = make(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    asm.handle(FdSeen(T0 + 60, 10, str(outside), False))  # regenerated at T0+30, read now
+    hasher.requests.remove(str(outside))
+    asm.handle(HashDone(T0 + 61, str(outside), fh("t", 1), size=2,
+                        mtime_ns=int(clock.to_wall(T0 + 30) * 1e9)))
+    assert cat.io(1, "input") == {str(outside): fh("t", 1)}
+
+
 def test_sequential_runs_when_polling_sees_the_first_end_late(project):
     asm, cat, hasher = make(project)
     p = str(project)
