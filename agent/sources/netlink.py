@@ -284,8 +284,8 @@ class NetlinkProcSource:
             self._parents.pop(pid, None)
             self._out.put(ProcExit(now, pid, None, None))
         for pid in sorted(current - self._live):  # lower pids first: parents first
-            if pid == self._ignore:
-                continue
+            if pid == self._ignore or not procfs.alive_pid(pid):
+                continue  # the agent, or a zombie whose exit was already reported
             info = procfs.read_info(pid)
             if info is not None:
                 self._out.put(ProcExec(now, info))

@@ -254,7 +254,12 @@ def test_lost_events_are_made_up_from_proc():
             assert time.monotonic() < deadline
             time.sleep(0.01)
         gone = 2**22 + 31  # no such process now
-        src._live = (set(netlink.procfs.list_pids()) - {unseen.pid}) | {gone}
+        zombie = subprocess.Popen(["true"])  # ended, not reaped yet: its exit was reported
+        deadline = time.monotonic() + 10
+        while netlink.procfs.alive_pid(zombie.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        src._live = (set(netlink.procfs.list_pids()) - {unseen.pid, zombie.pid}) | {gone}
         for seq in (1, 3):  # event 2 never came
             src._handle(memoryview(
                 _message(netlink.PROC_EVENT_EXIT, gone + 1, gone + 1, 0, 17, 1, 1, seq=seq)))
@@ -266,6 +271,7 @@ def test_lost_events_are_made_up_from_proc():
         (found,) = [e for e in events if isinstance(e, ProcExec)]
         assert found.info.pid == unseen.pid and "time.sleep(30)" in found.info.argv[-1]
         assert gone not in src._live and unseen.pid in src._live
+        zombie.wait()
     finally:
         unseen.kill()
         unseen.wait()
