@@ -58,9 +58,9 @@ def hash_file(
 
     Where the kernel grants a read lease (our file, or root), a small file is held
     against new writers and truncation while it is read (a writer's open waits that
-    long: milliseconds); with `writers_ok` False a
-    file some process holds open for writing raises OpenForWriting instead: what it
-    holds now may be half written (truncated by an `open(..., "w")`, not yet filled).
+    long: milliseconds). With `writers_ok` False, a file some process holds open for
+    writing raises OpenForWriting instead: what it holds now may be half written
+    (truncated by an `open(..., "w")`, not yet filled).
 
     Raises NotAFile, FileVanished, Unreadable, OpenForWriting or ChangedWhileHashing.
     """
