@@ -16,6 +16,7 @@ An exec in place, or a pid that ended and was reused, during the loss stays unse
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -52,6 +53,9 @@ _U32X4 = struct.Struct("=IIII")
 _U32X2 = struct.Struct("=II")
 _ACK_ERR = struct.Struct("=I")
 _RECV_TIMEOUT = 0.25  # bounds how long stop() waits for the thread
+# How long an exec (or exit) of a process whose fork was not seen yet is held back: the
+# kernel sends a fork event after waking the child, which may exec and even exit first.
+_HOLD_SECONDS = 0.05
 _PARENTS_MAX = 100_000  # fork bookkeeping is dropped past this (lost exit events)
 # CLOCK_BOOTTIME - CLOCK_MONOTONIC: suspend time, fixed while the agent runs (mostly 0).
 _BOOT_OFFSET = (time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -136,6 +140,9 @@ class NetlinkProcSource:
         # Processes alive as far as the events said (listed from /proc at start): what
         # a loss of events is reconciled against.
         self._live: set[int] = set()
+        # pid -> (release time, events): exec/exit of a child whose fork is yet to come;
+        # an exec whose /proc was gone is kept as None until the fork names its parent.
+        self._held: dict[int, tuple[float, list]] = {}
 
     @staticmethod
     def probe(timeout: float = 1.0) -> tuple[bool, str]:
@@ -213,9 +220,11 @@ class NetlinkProcSource:
         view = memoryview(buf)
         stopping = self._stop.is_set
         while not stopping():
+            sock.settimeout(_HOLD_SECONDS if self._held else _RECV_TIMEOUT)
             try:
                 n = recv(buf)
             except TimeoutError:
+                self._release_due(clock.now())
                 continue
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
@@ -232,6 +241,8 @@ class NetlinkProcSource:
                 self._handle(view[:n])
             except Exception:  # one malformed message must not end the source
                 log.exception("netlink proc source: cannot parse a message")
+            if self._held:
+                self._release_due(clock.now())
         # Asked to stop: what the kernel already queued (a run's exit) still counts.
         try:
             sock.setblocking(False)
@@ -245,6 +256,26 @@ class NetlinkProcSource:
                     log.exception("netlink proc source: cannot parse a message")
         except OSError:
             pass
+        self._release_due(float("inf"))
+
+    def _release_due(self, now: float) -> None:
+        """Emit what was held for a fork that never came (a child of the agent, or of a
+        process forked before the subscription): as known, the parent unknown."""
+        for pid in [p for p, (due, _) in self._held.items() if due <= now]:
+            self._release(pid)
+
+    def _release(self, pid: int) -> None:
+        _, events = self._held.pop(pid)
+        parent = self._parents.get(pid)
+        for ev in events:
+            if isinstance(ev, tuple):  # an exec whose /proc was gone: built now
+                ev = ProcExec(ev[0], self._vanished_info(pid, ev[0]))
+            elif isinstance(ev, ProcExec) and ev.info.ppid == 0 and parent is not None:
+                ev = ProcExec(ev.t, dataclasses.replace(  # read while being reaped
+                    ev.info, ppid=parent[0], ancestors=procfs.ancestors(parent[0])))
+            if isinstance(ev, ProcExit):
+                self._parents.pop(pid, None)
+            self._out.put(ev)
 
     def _handle(self, data: memoryview) -> None:
         offset = 0
@@ -305,6 +336,8 @@ class NetlinkProcSource:
             self._parents[ctgid] = (ptgid, forked)
             self._live.add(ctgid)
             self._out.put(ProcFork(forked, ptgid, ctgid))
+            if ctgid in self._held:  # its exec (and exit) came first: now, in order
+                self._release(ctgid)
         elif what == PROC_EVENT_EXEC:
             tgid = _U32X2.unpack_from(data, body)[1]
             if tgid == self._ignore:
@@ -317,6 +350,18 @@ class NetlinkProcSource:
                 # The process ended and its pid went to another before /proc was read:
                 # what /proc says is someone else's.
                 info = None
+            if info is not None and info.ppid == 0 and forked is not None:
+                # Read while it was being reaped: the kernel shows a dying task's ppid as 0.
+                info = dataclasses.replace(info, ppid=forked[0],
+                                           ancestors=procfs.ancestors(forked[0]))
+            if forked is None and tgid not in self._held:
+                # No fork seen for it yet: hold it until the fork comes (or briefly).
+                self._held[tgid] = (now + _HOLD_SECONDS, [(now,) if info is None
+                                                          else ProcExec(now, info)])
+                return
+            if tgid in self._held:  # an exec again, its fork still to come
+                self._held[tgid][1].append((now,) if info is None else ProcExec(now, info))
+                return
             if info is None:
                 info = self._vanished_info(tgid, now)
             self._out.put(ProcExec(now, info))
@@ -324,9 +369,12 @@ class NetlinkProcSource:
             pid, tgid, status, _sig = _U32X4.unpack_from(data, body)
             if pid != tgid or tgid == self._ignore:
                 return  # a thread ended, not the process
-            self._parents.pop(tgid, None)
             self._live.discard(tgid)
             code, sig = procfs.decode_wait_status(status)
+            if tgid in self._held:
+                self._held[tgid][1].append(ProcExit(clock.now(), tgid, code, sig))
+                return
+            self._parents.pop(tgid, None)
             self._out.put(ProcExit(clock.now(), tgid, code, sig))
         elif what == PROC_EVENT_NONE:
             err = _ACK_ERR.unpack_from(data, body)[0]

@@ -287,3 +287,49 @@ def test_other_listeners_subscribing_is_no_loss(source):
     proc.wait()
     col.wait(lambda e: isinstance(e, ProcExit) and e.pid == proc.pid)
     assert not any(isinstance(e, Overflow) for e in col.events)
+
+
+def test_an_exec_and_exit_before_their_fork_come_out_in_order():
+    # The kernel sends a fork event after waking the child, which may exec and exit
+    # first; the assembler must see fork, exec, exit (or the run never ends).
+    q: queue.Queue = queue.Queue()
+    src = NetlinkProcSource(q, ignore_pid=99)
+    gone, orphan = 2**22 + 41, 2**22 + 43  # no such processes: /proc cannot be read
+    for data in (
+        _message(netlink.PROC_EVENT_EXEC, gone, gone),
+        _message(netlink.PROC_EVENT_EXIT, gone, gone, 0, 17, 10, 10),
+        _message(netlink.PROC_EVENT_EXEC, orphan, orphan),  # its fork never comes
+    ):
+        src._handle(memoryview(data))
+    assert q.qsize() == 0  # held
+    src._handle(memoryview(_message(netlink.PROC_EVENT_FORK, 10, 10, gone, gone)))
+    events = [q.get_nowait() for _ in range(q.qsize())]
+    assert [type(e).__name__ for e in events] == ["ProcFork", "ProcExec", "ProcExit"]
+    assert events[1].info.pid == gone and events[1].info.ppid == 10
+    src._release_due(time.monotonic() + 3600.0)  # later than any hold
+    (late,) = [q.get_nowait() for _ in range(q.qsize())]
+    assert isinstance(late, ProcExec) and late.info.pid == orphan and late.info.ppid == 0
+
+
+def test_a_child_read_while_being_reaped_keeps_the_parent_its_fork_named(monkeypatch):
+    # /proc shows a dying task's ppid as 0; the fork said who the parent was.
+    from onlooker.agent.events import ProcInfo
+
+    def dying(pid, **_):
+        return ProcInfo(pid=pid, ppid=0, argv=("/bin/true",), cwd=None, exe=None, uid=0,
+                        start_ticks=0, started=time.clock_gettime(time.CLOCK_BOOTTIME))
+
+    monkeypatch.setattr(netlink.procfs, "read_info", dying)
+    monkeypatch.setattr(netlink.procfs, "ancestors", lambda ppid: (ppid, 1))
+    q: queue.Queue = queue.Queue()
+    src = NetlinkProcSource(q, ignore_pid=99)
+    for data in (
+        _message(netlink.PROC_EVENT_FORK, 10, 10, 11, 11),
+        _message(netlink.PROC_EVENT_EXEC, 11, 11),  # fork seen first
+        _message(netlink.PROC_EVENT_EXEC, 12, 12),  # exec seen before its fork
+        _message(netlink.PROC_EVENT_FORK, 10, 10, 12, 12),
+    ):
+        src._handle(memoryview(data))
+    execs = [e for e in (q.get_nowait() for _ in range(q.qsize())) if isinstance(e, ProcExec)]
+    assert [(e.info.pid, e.info.ppid, e.info.ancestors) for e in execs] == [
+        (11, 10, (10, 1)), (12, 10, (10, 1))]
