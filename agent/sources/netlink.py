@@ -62,6 +62,14 @@ _BOOT_OFFSET = (time.clock_gettime(time.CLOCK_BOOTTIME)
                 - time.clock_gettime(time.CLOCK_MONOTONIC))
 
 
+def _with_forked_parent(info: ProcInfo, ppid: int) -> ProcInfo:
+    """`info` read while the process was being reaped shows ppid 0 (the kernel's view of
+    a dying task): the parent its fork named stands instead."""
+    if info.ppid != 0:
+        return info
+    return dataclasses.replace(info, ppid=ppid, ancestors=procfs.ancestors(ppid))
+
+
 class NetlinkUnavailable(Exception):
     """The netlink proc connector cannot be used here."""
 
@@ -270,9 +278,8 @@ class NetlinkProcSource:
         for ev in events:
             if isinstance(ev, tuple):  # an exec whose /proc was gone: built now
                 ev = ProcExec(ev[0], self._vanished_info(pid, ev[0]))
-            elif isinstance(ev, ProcExec) and ev.info.ppid == 0 and parent is not None:
-                ev = ProcExec(ev.t, dataclasses.replace(  # read while being reaped
-                    ev.info, ppid=parent[0], ancestors=procfs.ancestors(parent[0])))
+            elif isinstance(ev, ProcExec) and parent is not None:
+                ev = ProcExec(ev.t, _with_forked_parent(ev.info, parent[0]))
             if isinstance(ev, ProcExit):
                 self._parents.pop(pid, None)
             self._out.put(ev)
@@ -350,17 +357,13 @@ class NetlinkProcSource:
                 # The process ended and its pid went to another before /proc was read:
                 # what /proc says is someone else's.
                 info = None
-            if info is not None and info.ppid == 0 and forked is not None:
-                # Read while it was being reaped: the kernel shows a dying task's ppid as 0.
-                info = dataclasses.replace(info, ppid=forked[0],
-                                           ancestors=procfs.ancestors(forked[0]))
-            if forked is None and tgid not in self._held:
+            if info is not None and forked is not None:
+                info = _with_forked_parent(info, forked[0])
+            if forked is None or tgid in self._held:
                 # No fork seen for it yet: hold it until the fork comes (or briefly).
-                self._held[tgid] = (now + _HOLD_SECONDS, [(now,) if info is None
-                                                          else ProcExec(now, info)])
-                return
-            if tgid in self._held:  # an exec again, its fork still to come
-                self._held[tgid][1].append((now,) if info is None else ProcExec(now, info))
+                # An exec whose /proc was gone is built once the fork names the parent.
+                held = self._held.setdefault(tgid, (now + _HOLD_SECONDS, []))
+                held[1].append((now,) if info is None else ProcExec(now, info))
                 return
             if info is None:
                 info = self._vanished_info(tgid, now)
