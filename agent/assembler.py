@@ -248,8 +248,7 @@ class Assembler(FileSide):
                 if classify.is_onlooker(info.argv, info.exe):  # a forked child became it
                     known.run.members.discard(info.pid)
                     known.run.pids.discard(info.pid)
-                    self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv,
-                                                info.exe)
+                    self._outsider(info)
                     return
                 self._new_step(known.run, info, known, exec_in_place=True)
                 return
@@ -260,7 +259,7 @@ class Assembler(FileSide):
             if classify.is_onlooker(info.argv, info.exe):
                 # `onlooker show` in a script that is a run: onlooker is never part of one
                 # (its children, `onlooker run -- CMD`'s CMD, still are).
-                self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+                self._outsider(info)
                 return
             run = parent.run
             if (tuple(info.argv) == parent.argv and info.exe == parent.exe) or not info.argv:
@@ -273,25 +272,29 @@ class Assembler(FileSide):
         if (info.started < self.agent_started - 1.0
                 or (info.pid, info.start_ticks) in self.never):
             # Started before the agent watched: its reads were missed; not a run of ours.
-            self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+            self._outsider(info)
             return
         parent = self.procs.get(info.ppid)
         if parent is not None and parent.run is None and tuple(info.argv) == parent.argv:
             # A fork (not yet an exec) of a process that is no run: judged when it execs.
-            self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+            self._outsider(info)
             return
         if any(info.pid in r.info.ancestors for r in self.runs if r.ended_at is None):
             # Seen after its child already became a run (polling sees a shell's exec late):
             # the child's run is the work; this process only waits for it.
-            self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+            self._outsider(info)
             return
         ok, why = classify.is_run(info, self.project, self.cfg)
         if not ok:
-            self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+            self._outsider(info)
             return
         log.info("run started: pid %d %s (%s)", info.pid,
                  " ".join(secrets.redact_argv(info.argv))[:200], why)
         self._start_run(info)
+
+    def _outsider(self, info: ProcInfo) -> None:
+        """Known from now on as a process of no run (its exit and children judged so)."""
+        self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
 
     def _member_ancestor(self, info: ProcInfo) -> Proc | None:
         for pid in (info.ppid, *info.ancestors):
