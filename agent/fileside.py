@@ -130,7 +130,7 @@ class FileSide:
             # Runs surely alive at once that all name this file in their argv (the same
             # script run twice) each read it: no need to tell them apart. (Only surely:
             # in a sequential pipeline the one that ended is settled by the rules below.)
-            cands = [r for r in self.runs if r.script_seen and r.alive_at(ev.t, _PIDLESS_SLACK)]
+            cands = self._pidless_candidates(ev.t)
             named = [r for r in cands if _named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
             if len(named) > 1 and len(named) == len(cands):
                 for r in named:
@@ -174,6 +174,10 @@ class FileSide:
                  if folder in r.wrote_in and r.alive_at(t, _PIDLESS_SLACK)]
         return found[0] if len(found) == 1 else None
 
+    def _pidless_candidates(self, t: float) -> list[Run]:
+        """The runs a pid-less event at `t` may be of: shown in the stream, alive then."""
+        return [r for r in self.runs if r.script_seen and r.alive_at(t, _PIDLESS_SLACK)]
+
     def _attribute(self, ev: FileEvent, path: str) -> tuple[Run | None, Step | None]:
         if ev.pid is not None:
             proc = self.procs.get(ev.pid)
@@ -186,7 +190,7 @@ class FileSide:
                 return proc.run, proc.step
             if self.pids_known:
                 return None, None
-        cands = [r for r in self.runs if r.script_seen and r.alive_at(ev.t, _PIDLESS_SLACK)]
+        cands = self._pidless_candidates(ev.t)
         if len(cands) > 1:
             # Polling sees an end late: a run that may have ended already loses to one
             # that started after it was last seen alive (a sequential pipeline).

@@ -25,6 +25,7 @@ EMPTY_HINT = "no runs yet: run your scripts as usual while the agent watches"
 
 
 REDACTED = "***"
+GROUPS = ("metrics", "params", "telemetry")  # column specs GROUP.KEY look into these
 # Top-level fields of a run (the JSON contract) that make sense as a column.
 FIELDS = ("id", "status", "exit_code", "signal", "started_at", "ended_at", "duration", "cwd",
           "tier", "command")
@@ -58,7 +59,7 @@ def column_text(spec: str, value: Any) -> str:
 def check_column(spec: str) -> None:
     """A usage error unless `spec` names a group key or a run field."""
     group, _, rest = spec.lstrip("-").partition(".")
-    if group in ("metrics", "params", "telemetry") and rest:
+    if group in GROUPS and rest:
         return
     if spec.lstrip("-") in FIELDS:
         return
@@ -112,7 +113,7 @@ def column_value(run: dict[str, Any], spec: str) -> Any:
     """The value of a column spec (`metrics.test.f1`, `params.lr`, `telemetry.rss_peak`,
     or a top-level field such as `duration`) for one run; None when it has none."""
     group, _, rest = spec.partition(".")
-    if group in ("metrics", "params", "telemetry") and rest:
+    if group in GROUPS and rest:
         return _lookup(run.get(group), rest)
     return run.get(spec)
 
