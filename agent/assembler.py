@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import classify, clock, metrics, params, secrets
+from . import classify, metrics, params, secrets
+from . import clock as clock_mod
 from .config import Config
 from .events import (
     FdSeen,
@@ -85,8 +86,10 @@ class Assembler(FileSide):
         agent_started: float = 0.0,
         pids_known: bool = False,
         never: set[tuple[int, int]] | None = None,
+        clock: clock_mod.Clock = clock_mod.SYSTEM,
     ) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.project = cfg.project
         self.catalog = catalog
         self.hasher = hasher
@@ -157,7 +160,7 @@ class Assembler(FileSide):
         if now - self._compacted >= _COMPACT_EVERY:
             # Old telemetry becomes min/mean/max buckets: long runs stay small.
             self._compacted = now
-            self.catalog.compact_telemetry(clock.to_wall(now))
+            self.catalog.compact_telemetry(self.clock.to_wall(now))
             self._forget_stale(now)
 
     def _forget_stale(self, now: float) -> None:
@@ -221,7 +224,7 @@ class Assembler(FileSide):
                                             parent_step_id=None,
                                             argv=secrets.redact_argv(list(info.argv)),
                                             cwd=info.cwd, exe=info.exe,
-                                            started_at=clock.to_wall(info.started))
+                                            started_at=self.clock.to_wall(info.started))
         run.root_step = Step(step_id, info.pid, None, info.started)
         run.steps.append(run.root_step)
         self.runs.append(run)
@@ -308,7 +311,8 @@ class Assembler(FileSide):
         db_id = self.catalog.begin_run(
             command=secrets.redact_argv(argv), cwd=info.cwd or "", exe=info.exe,
             pid=info.pid, pid_start=info.start_ticks, user=_user(info.uid),
-            hostname=os.uname().nodename, started_at=clock.to_wall(info.started), tier=self.tier)
+            hostname=os.uname().nodename, started_at=self.clock.to_wall(info.started),
+            tier=self.tier)
         run = Run(db_id=db_id, root_pid=info.pid, root_start=info.start_ticks, info=info,
                   started=info.started)
         mode = classify.parse_invocation(list(info.argv), info.exe).mode
@@ -324,7 +328,7 @@ class Assembler(FileSide):
         self.stats.runs_started += 1
         step_id = self.catalog.add_step(db_id, pid=info.pid, ppid=info.ppid, parent_step_id=None,
                                         argv=secrets.redact_argv(argv), cwd=info.cwd,
-                                        exe=info.exe, started_at=clock.to_wall(info.started))
+                                        exe=info.exe, started_at=self.clock.to_wall(info.started))
         run.root_step = Step(step_id, info.pid, None, info.started)
         run.steps.append(run.root_step)
         self._join(run, info, run.root_step)
@@ -385,7 +389,7 @@ class Assembler(FileSide):
         parent = proc.step
         if exec_in_place and proc.step is not None and proc.step.pid == info.pid:
             self.catalog.update_step(proc.step.db_id, status="ended",
-                                     ended_at=clock.to_wall(self._now_seen))
+                                     ended_at=self.clock.to_wall(self._now_seen))
             proc.step.ended = True
             proc.step.ended_t = proc.step.last_alive = self._now_seen
             parent = proc.step.parent or proc.step
@@ -395,7 +399,7 @@ class Assembler(FileSide):
                                         parent_step_id=parent.db_id if parent else None,
                                         argv=secrets.redact_argv(list(info.argv)),
                                         cwd=info.cwd, exe=info.exe,
-                                        started_at=clock.to_wall(started))
+                                        started_at=self.clock.to_wall(started))
         proc.step = Step(step_id, info.pid, parent, started)
         run.steps.append(proc.step)
         proc.argv = tuple(info.argv)
@@ -448,7 +452,7 @@ class Assembler(FileSide):
             proc.step.ended_t = ev.t
             proc.step.last_alive = ev.after if ev.after is not None else ev.t
             self.catalog.update_step(proc.step.db_id, status=status, exit_code=ev.exit_code,
-                                     signal=ev.signal, ended_at=clock.to_wall(ev.t))
+                                     signal=ev.signal, ended_at=self.clock.to_wall(ev.t))
         if ev.pid == run.root_pid:
             run.root_exit = (ev.exit_code, ev.signal)
             run.root_exit_t = ev.t
@@ -488,10 +492,10 @@ class Assembler(FileSide):
                 if p.step is not None and not p.step.ended and p.step.pid == pid:
                     p.step.ended = True
                     self.catalog.update_step(p.step.db_id, status="ended",
-                                             ended_at=clock.to_wall(run.ended_at or ended))
+                                             ended_at=self.clock.to_wall(run.ended_at or ended))
                 del self.procs[pid]
         self.catalog.update_run(run.db_id, status=status, exit_code=code, signal=sig,
-                                ended_at=clock.to_wall(ended) if ended is not None else None)
+                                ended_at=self.clock.to_wall(ended) if ended is not None else None)
         self.stats.runs_finished += 1
         log.info("run %d %s (exit %s, signal %s)", run.db_id, status, code, sig)
 

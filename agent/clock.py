@@ -20,3 +20,17 @@ def ticks_to_clock(ticks: int) -> float:
 def to_wall(t: float) -> float:
     """Agent clock seconds -> Unix time (for storage and display)."""
     return time.time() - (now() - t)
+
+
+class Clock:
+    """The two readings the assembler takes, as an object so tests can inject a fake
+    one: attribution must not depend on how long the machine has been up."""
+
+    def now(self) -> float:
+        return now()
+
+    def to_wall(self, t: float) -> float:
+        return to_wall(t)
+
+
+SYSTEM = Clock()

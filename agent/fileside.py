@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import clock, kinds, metrics, params
+from . import kinds, metrics, params
 from .codemap import source_for_pyc
 from .events import (
     CLOSE_NOWRITE,
@@ -67,6 +67,7 @@ class FileSide:
     pids_known: bool
     agent_started: float
     stat_rows: list
+    clock: Any
 
     def _on_fd(self, ev: FdSeen) -> None:
         proc = self.procs.get(ev.pid)
@@ -268,7 +269,7 @@ class FileSide:
 
     def _want_hash(self, path: str, waiter: Waiter, *, delay: float,
                    settled: bool = False) -> None:
-        waiter.asked = clock.now()
+        waiter.asked = self.clock.now()
         self.waiters.setdefault(path, []).append(waiter)
         self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
                             delay=delay, settled=settled)
@@ -304,7 +305,7 @@ class FileSide:
         # known here, and a newer one must not pass for it.
         changed = ev.mtime_ns / 1e9  # wall clock, as the file system keeps it
         runs_reading = [w.run for w in waiters if not w.write and w.run is not None
-                        and not (w.read_t and changed > clock.to_wall(w.read_t) + 0.005)]
+                        and not (w.read_t and changed > self.clock.to_wall(w.read_t) + 0.005)]
         nobody = not waiters or all(w.run is None for w in waiters)
         if nobody and self.latest.get(rel) == ev.hash:
             return  # unchanged (a scan or a no-run touch)
@@ -312,7 +313,7 @@ class FileSide:
             # Found by a rescan, no event seen (an overflow lost it): the run that was
             # alive when the file was written, if exactly one was and the agent was
             # watching then (what happened while it was down is nobody's to claim).
-            t = ev.t - (clock.to_wall(ev.t) - ev.mtime_ns / 1e9)
+            t = ev.t - (self.clock.to_wall(ev.t) - ev.mtime_ns / 1e9)
             cands = [r for r in self.runs + self.recent
                      if t >= self.agent_started and r.alive_at(t, SLACK)]
             if len(cands) == 1:
@@ -328,7 +329,7 @@ class FileSide:
         producer = runs_writing[-1].db_id if runs_writing else None
         vid = self.catalog.add_version(rel, hash=ev.hash, size=ev.size, mtime_ns=ev.mtime_ns,
                                        kind=kind, stored=ev.stored,
-                                       created_at=clock.to_wall(ev.t), run_id=producer)
+                                       created_at=self.clock.to_wall(ev.t), run_id=producer)
         self.latest[rel] = ev.hash
         self.stats.versions += 1
         for run in dict.fromkeys(runs_writing):

@@ -94,6 +94,22 @@ class FakeCatalog:
                 for r, v, ro, _ in self.links if r == run_id and ro == role}
 
 
+class FakeClock:
+    """The assembler's clock, set by the test: no test depends on the machine's uptime
+    or on the wall clock."""
+
+    WALL0 = 1.8e9  # the Unix time of agent-clock zero
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def to_wall(self, t: float) -> float:
+        return self.WALL0 + t
+
+
 class FakeHasher:
     def __init__(self) -> None:
         self.requests: list[str] = []

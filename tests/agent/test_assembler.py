@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onlooker.agent import clock, config
+from onlooker.agent import config
 from onlooker.agent.assembler import Assembler, Probes
 from onlooker.agent.events import (
     CLOSE_NOWRITE,
@@ -22,7 +22,7 @@ from onlooker.agent.events import (
     ProcFork,
 )
 
-from .fakes import FakeCatalog, FakeHasher, FakeIgnore, info
+from .fakes import FakeCatalog, FakeClock, FakeHasher, FakeIgnore, info
 
 T0 = 1000.0
 
@@ -38,7 +38,8 @@ def make(project, *, pids_known=False, probes=None, objects=None):
     cfg = config.load(project)
     cat, hasher = FakeCatalog(), FakeHasher()
     asm = Assembler(cfg, cat, hasher, FakeIgnore(project), probes=probes or Probes(),
-                    tier="test", agent_started=T0 - 100, pids_known=pids_known)
+                    tier="test", agent_started=T0 - 100, pids_known=pids_known,
+                    clock=FakeClock(T0))
     return asm, cat, hasher
 
 
@@ -285,8 +286,8 @@ def test_a_read_hashed_after_the_file_changed_again_is_no_input(project):
     for name in ("ckpt.pkl", "params.json"):
         asm.handle(FileEvent(T0 + 0.1, CLOSE_NOWRITE, f"{p}/{name}", pid=10))
     asm.tick(T0 + 0.7)
-    later = int(clock.to_wall(T0 + 0.3) * 1e9)  # rewritten after the read
-    earlier = int(clock.to_wall(T0 - 5) * 1e9)
+    later = int(asm.clock.to_wall(T0 + 0.3) * 1e9)  # rewritten after the read
+    earlier = int(asm.clock.to_wall(T0 - 5) * 1e9)
     for name, mtime in (("ckpt.pkl", later), ("params.json", earlier)):
         hasher.requests.remove(f"{p}/{name}")
         asm.handle(HashDone(T0 + 0.7, f"{p}/{name}", fh(name, 1), size=10, mtime_ns=mtime))
@@ -301,13 +302,14 @@ def test_a_hash_begun_before_a_rewrite_was_closed_does_not_answer_for_it(project
     p = str(project)
     exec_(asm, 10, ["python", "src/train.py"], project, T0)
     asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/ckpt.pkl", pid=10))
+    asm.clock.t = T0 + 0.7
     asm.tick(T0 + 0.7)
     hasher.requests.remove(f"{p}/ckpt.pkl")
     asm.handle(HashDone(T0 + 0.7, f"{p}/ckpt.pkl", fh("c", 0), size=10,
-                        began=clock.now() - 1.0))  # begun before the request
+                        began=T0 + 0.6))  # begun before the request
     assert cat.io(1, "output") == {} and not cat.versions
     assert asm.busy()  # still waiting for its own result
-    asm.handle(HashDone(T0 + 0.8, f"{p}/ckpt.pkl", fh("c", 1), size=10, began=clock.now()))
+    asm.handle(HashDone(T0 + 0.8, f"{p}/ckpt.pkl", fh("c", 1), size=10, began=T0 + 0.8))
     assert cat.io(1, "output") == {"ckpt.pkl": fh("c", 1)}
     assert not asm.busy()
 
@@ -466,14 +468,11 @@ def test_secrets_never_reach_the_catalog(project):
 
 
 def test_rescan_change_lands_on_the_only_run_alive_at_its_mtime(project):
-    import time as _time
-
-    from onlooker.agent import clock
     asm, cat, _ = make(project)
     p = str(project)
-    now = clock.now()
+    now = asm.clock.t = T0 + 10
     asm.handle(ProcExec(now, info(10, ["python", "src/train.py"], cwd=p, started=now - 5)))
-    mtime_ns = int((_time.time() - 2) * 1e9)  # written 2 s ago, while the run was alive
+    mtime_ns = int(asm.clock.to_wall(now - 2) * 1e9)  # written 2 s ago, while the run was alive
     asm.handle(HashDone(now, f"{p}/lost.bin", fh("lost", 0), size=1, mtime_ns=mtime_ns))
     assert set(cat.io(1, "output")) == {"lost.bin"}
 
@@ -499,7 +498,7 @@ def test_an_outside_input_changed_long_before_its_read_is_linked(project, tmp_pa
     asm.handle(FdSeen(T0 + 60, 10, str(outside), False))  # regenerated at T0+30, read now
     hasher.requests.remove(str(outside))
     asm.handle(HashDone(T0 + 61, str(outside), fh("t", 1), size=2,
-                        mtime_ns=int(clock.to_wall(T0 + 30) * 1e9)))
+                        mtime_ns=int(asm.clock.to_wall(T0 + 30) * 1e9)))
     assert cat.io(1, "input") == {str(outside): fh("t", 1)}
 
 
