@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,12 @@ DEFAULTS: dict[str, Any] = {
         # Python modules (`python -m X`) that are tools, not experiments.
         "ignore_modules": [
             "onlooker", "onlooker.cli", "onlooker.agent", "pip", "pylsp", "jedi_language_server",
-            "mypy", "black", "ruff", "pyright", "venv", "ensurepip", "pytest_not_a_run",
+            "mypy", "black", "ruff", "pyright", "venv", "ensurepip",
         ],
+        # Globs over the program, its script or module, or the whole command line that
+        # are runs even where the rules above call them tools or probes (`python -m
+        # pytest*` to track test runs).
+        "include": [],
     },
     "watch": {
         # Besides .onlooker/, .git/, virtualenvs, node_modules, __pycache__ and
@@ -67,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
                            "~/.jupyter", "~/.matplotlib", "~/.cache/matplotlib",
                            "~/.cache/fontconfig", "~/.keras/keras.json", "~/.gitconfig",
                            "~/.netrc", "~/.bash_history"],
+        # Outside the project, files under these folders are inputs when a run reads
+        # them, even under a prefix above ($TMPDIR staging on a cluster, say).
+        "data_roots": [],
     },
     "params": {
         # Environment variables recorded as params `env:NAME` when a run has them.
@@ -86,6 +94,13 @@ DEFAULTS: dict[str, Any] = {
         # Glob (gitignore syntax, relative to the project) -> kind; checked first.
         "rules": {},
     },
+    "roles": {
+        # Globs (gitignore syntax, relative to the project) of files that are a tool's
+        # business (meta), over the built-in rules in agent/roles.py, and of files that are
+        # the experiment's assets whatever those rules say (asset wins).
+        "meta": [],
+        "asset": [],
+    },
 }
 
 
@@ -104,6 +119,13 @@ class Config:
     @property
     def store_dir(self) -> Path:
         return self.project / STORE_DIR
+
+    @cached_property
+    def role_rules(self) -> Any:
+        """The `[roles]` globs over the built-in table, compiled once (agent/roles.py)."""
+        from .roles import RoleRules
+
+        return RoleRules.from_config(self)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, Any]:
@@ -160,6 +182,13 @@ def load(project: Path) -> Config:
             )
     if not all(isinstance(v, str) for v in data["kinds"]["rules"].values()):
         raise ConfigError(f"'kinds.rules' in {CONFIG_NAME} maps globs to kind names")
+    for key in ("meta", "asset"):
+        globs = data["roles"][key]
+        if not all(isinstance(g, str) and g.strip() for g in globs):
+            raise ConfigError(f"setting 'roles.{key}' in {CONFIG_NAME} must be a list of globs")
+        if any(g.lstrip().startswith("!") for g in globs):
+            raise ConfigError(f"setting 'roles.{key}' in {CONFIG_NAME} takes no '!' globs: "
+                              "list the exceptions under 'roles.asset' or 'roles.meta'")
     return Config(project=project, data=data)
 
 
@@ -177,4 +206,8 @@ TEMPLATE = """\
 
 # [kinds.rules]
 # "data/raw/**" = "dataset"
+
+# [roles]   # tools' files (meta) are kept apart from the run's inputs and outputs
+# meta = ["scratch/**"]            # also the tools' business
+# asset = ["dvclive/report.html"]  # the experiment's, whatever the built-in rules say
 """

@@ -7,6 +7,12 @@
    general rule can be followed by exceptions.
 2. Files that hold secrets are ``other`` and so never copied into the store:
    ``.env``, ``.env.*``, ``*.pem``, ``*.key``, ``.netrc``, ``.pgpass``, ``id_rsa*``...
+   Training state a checkpoint keeps beside the weights is ``state``, whatever its
+   bytes (``torch.save`` writes it as it writes a model): ``optimizer.pt``,
+   ``scheduler.pt``, ``scaler.pt``, ``rng_state*.pth``, ``training_args.bin`` (Hugging
+   Face), ``optimizer.bin``, ``scheduler.bin``, ``sampler.bin``, ``random_states_*.pkl``
+   (Accelerate), ``*optim_states.pt`` (DeepSpeed). It resumes a run but cannot be loaded
+   as a model, so it is no ``model``; it is kept like one (copied up to the size limit).
 3. Content, from the first 4096 bytes when given:
    zip whose first entry is ``*/data.pkl`` or ``data.pkl`` (``torch.save``) -> model;
    zip of ``.npy`` entries (``.npz``) -> dataset; safetensors (8-byte little-endian
@@ -45,7 +51,7 @@ import pathspec
 
 log = logging.getLogger(__name__)
 
-KINDS = ("dataset", "model", "code", "config", "notebook", "metrics", "log", "other")
+KINDS = ("dataset", "model", "code", "config", "notebook", "metrics", "log", "state", "other")
 STORE_ALWAYS = {"code", "config", "notebook", "metrics", "log"}
 
 CODE_EXT = frozenset(
@@ -78,6 +84,12 @@ _SECRET_FILE = re.compile(r"^(?:\.env(?:\..*)?|.*\.env|.*\.pem|.*\.key|\.netrc|\
                           r"id_(?:rsa|dsa|ecdsa|ed25519)(?:\..*)?|.*credentials?.*|.*secrets?\..*)$",
                           re.I)
 _WORDS = re.compile(r"[_\-. ]+")
+# Optimizer, scheduler, AMP scaler, sampler and RNG state, and pickled training arguments:
+# what a checkpoint holds to resume training, beside (not as) the model.
+_STATE_FILE = re.compile(
+    r"^(?:(?:optimizer|optim|scheduler|lr_scheduler|scaler|sampler|rng_state|random_states?)"
+    r"(?:[_\-.][a-z0-9]+)*|training_args|.*optim_states)"
+    r"\.(?:pt|pth|bin|pkl|pickle|safetensors)$")
 
 
 @functools.lru_cache(maxsize=32)
@@ -172,7 +184,10 @@ def holds_secrets(rel_path: str) -> bool:
 
 def kind_of(rel_path: str, head: bytes | None, *, size: int | None, role: str | None,
             rules: dict[str, str]) -> str:
-    """The kind of the file at rel_path (project-relative, ``/``-separated)."""
+    """The kind of the file at rel_path (project-relative, ``/``-separated).
+
+    `role` is how the run used it (``input``, ``output``, ``code``, ``meta`` or None);
+    only pickles depend on it (an input with a data-like name is a dataset)."""
     rel = rel_path.replace("\\", "/")
     while rel.startswith("./"):
         rel = rel[2:]
@@ -186,6 +201,8 @@ def kind_of(rel_path: str, head: bytes | None, *, size: int | None, role: str | 
     parents = [p.lower() for p in parts[:-1]]
     if _SECRET_FILE.match(low):
         return "other"
+    if _STATE_FILE.match(low):
+        return "state"
     stem, dot, ext = low.rpartition(".")
     if not dot or not stem:  # "Makefile", ".bashrc"
         stem, ext = low, ""

@@ -6,7 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ _STEP_FIELDS = {"status", "exit_code", "signal", "ended_at", "argv", "cwd", "exe
                 "parent_step_id"}
 _JSON_FIELDS = {"command", "argv"}
 _FILES_SQL = (
-    "SELECT DISTINCT io.run_id, io.role, a.path, v.hash, v.size, a.kind, v.id AS vid"
+    "SELECT DISTINCT io.run_id, io.role, io.access, io.basis, a.path, v.hash, v.size, a.kind,"
+    " v.id AS vid"
     " FROM io JOIN versions v ON v.id = io.version_id JOIN assets a ON a.id = v.asset_id"
 )
 
@@ -278,23 +279,50 @@ class Catalog(TelemetryMixin, MetricsMixin):
             ).fetchone()[0])
 
     def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None, *,
-             producer_set: bool = False) -> None:
-        """`producer_set`: the version already names the run that produced it (as
-        add_version does when given a run), so there is none to set here."""
+             producer_set: bool = False, basis: str | None = None,
+             access: str | None = None) -> None:
+        """Record that a run (one of its steps) used a version in a role.
+
+        `producer_set`: the version already names the run that produced it (as
+        add_version does when given a run), so there is none to set here. `basis`: how
+        the file was attributed (records.BASES), None where not known; a link made again
+        keeps the first basis given. `access`: for role ``meta`` (a tool's file), whether
+        the run read or wrote it (required); the other roles imply it. A meta write is
+        never the version's producer: meta is no lineage."""
         if role not in records.ROLES:
             raise ValueError(f"role must be one of {', '.join(records.ROLES)}, not {role!r}")
+        if basis is not None and basis not in records.BASES:
+            raise ValueError(f"basis must be one of {', '.join(records.BASES)}, not {basis!r}")
+        access = records.access_for(role, access)
         with self.transaction():
-            self._execute("INSERT OR IGNORE INTO io (run_id, step_id, version_id, role)"
-                          " VALUES (?, ?, ?, ?)", (run_id, step_id, version_id, role))
+            self._execute(
+                "INSERT INTO io (run_id, step_id, version_id, role, access, basis)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, version_id, role, access,"
+                " ifnull(step_id, 0)) DO UPDATE SET basis = coalesce(io.basis, excluded.basis)",
+                (run_id, step_id, version_id, role, access, basis))
             if role == "output" and not producer_set:
                 # the first run seen writing a content is its producer
                 self._execute("UPDATE versions SET run_id = ? WHERE id = ? AND run_id IS NULL",
                               (run_id, version_id))
+            elif role == "meta" and access == "write":
+                # a version given this run as producer (add_version's run_id) that the
+                # run only wrote as a tool's file has no producer
+                self._execute(
+                    "UPDATE versions SET run_id = NULL WHERE id = ? AND run_id = ? AND NOT"
+                    " EXISTS (SELECT 1 FROM io WHERE io.version_id = versions.id AND"
+                    " io.run_id = versions.run_id AND io.role = 'output')",
+                    (version_id, run_id))
 
-    def set_params(self, run_id: int, params: dict[str, tuple[object, str]]) -> None:
+    def set_params(self, run_id: int, params: dict[str, tuple[object, str]], *,
+                   drop: Iterable[str] = ()) -> None:
+        """Set a run's params (key -> (value, source)); `drop`: keys it no longer has
+        (a second sweep job turns `lr` into `train.py#1:lr` and `train.py#2:lr`)."""
         rows = [(run_id, key, records.dumps(value), source)
                 for key, (value, source) in params.items()]
         with self.transaction():
+            gone = [(run_id, key) for key in drop if key not in params]
+            if gone:
+                self._conn.executemany("DELETE FROM params WHERE run_id = ? AND key = ?", gone)
             try:
                 self._conn.executemany("INSERT OR REPLACE INTO params (run_id, key, value,"
                                        " source) VALUES (?, ?, ?, ?)", rows)
@@ -350,14 +378,14 @@ class Catalog(TelemetryMixin, MetricsMixin):
             " ORDER BY v.seen_at, v.id").fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def unlink(self, run_id: int, version_id: int, role: str, step_id: int | None = None
-               ) -> None:
+    def unlink(self, run_id: int, version_id: int, role: str, step_id: int | None = None,
+               *, access: str | None = None) -> None:
         """Forget that a run (one of its steps) used a version in a role (a temp file it
-        removed, say)."""
+        removed, say); for meta, `access` picks the read or the write link (None: both)."""
         with self.transaction():
             self._execute("DELETE FROM io WHERE run_id = ? AND version_id = ? AND role = ?"
-                          " AND ifnull(step_id, 0) = ifnull(?, 0)",
-                          (run_id, version_id, role, step_id))
+                          " AND ifnull(step_id, 0) = ifnull(?, 0) AND (? IS NULL OR access = ?)",
+                          (run_id, version_id, role, step_id, access, access))
             left = self._execute("SELECT 1 FROM io WHERE run_id = ? AND version_id = ? AND"
                                  " role = ?", (run_id, version_id, role)).fetchone()
             if role == "output" and left is None:
@@ -431,7 +459,8 @@ class Catalog(TelemetryMixin, MetricsMixin):
             step_files = self._execute(
                 "SELECT DISTINCT io.step_id, io.role, a.path FROM io"
                 " JOIN versions v ON v.id = io.version_id JOIN assets a ON a.id = v.asset_id"
-                " WHERE io.run_id = ? AND io.step_id IS NOT NULL ORDER BY a.path", (run_id,)
+                " WHERE io.run_id = ? AND io.step_id IS NOT NULL AND io.role != 'meta'"
+                " ORDER BY a.path", (run_id,)
             ).fetchall()
         out = records.run_dict(row, params.get(run_id, {}),
                                files.get(run_id, records.empty_files()))
@@ -469,7 +498,7 @@ class Catalog(TelemetryMixin, MetricsMixin):
             " UNION SELECT v.run_id, NULL, a.path FROM versions v"
             " JOIN assets a ON a.id = v.asset_id WHERE v.hash = ? AND v.run_id IS NOT NULL"
             " AND NOT EXISTS (SELECT 1 FROM io WHERE io.version_id = v.id"
-            " AND io.run_id = v.run_id AND io.role = 'output')"
+            " AND io.run_id = v.run_id AND io.role IN ('output', 'meta'))"
             " ORDER BY 1, 3", (hash, hash)).fetchall()
         return [dict(r) for r in rows]
 

@@ -17,8 +17,17 @@ RUN_COLUMNS = (
 STEP_COLUMNS = (
     "id, pid, ppid, parent_step_id, argv, cwd, started_at, ended_at, status, exit_code, signal"
 )
-ROLES = ("input", "output", "code")
-_ROLE_KEY = {"input": "inputs", "output": "outputs", "code": "code"}
+# input / output / code: the experiment's assets; meta: a file a tool read or wrote
+# about the project (VCS, packaging, caches, tracking-store bookkeeping; agent/roles.py),
+# never lineage and never params.
+ROLES = ("input", "output", "code", "meta")
+ACCESSES = ("read", "write")
+# How a file was attributed to the run, strongest first: the kernel named the process
+# (fanotify), the file was open in its /proc/PID/fd, its argv named it, it changed while
+# the run (alone) was alive, a rescan found it changed then, or it was a guess among runs.
+BASES = ("fanotify", "fd", "argv", "window", "rescan", "ambiguous")
+_BASIS_RANK = {b: i for i, b in enumerate(BASES)}
+_ROLE_KEY = {"input": "inputs", "output": "outputs", "code": "code", "meta": "meta"}
 
 
 def safe_text(value: str | None) -> str | None:
@@ -63,42 +72,74 @@ def iso(ts: float | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def access_for(role: str, access: str | None) -> str:
+    """The stored access of an io row: given for meta, implied by the other roles."""
+    if role == "meta":
+        if access not in ACCESSES:
+            raise ValueError(f"a meta link needs access 'read' or 'write', not {access!r}")
+        return access
+    implied = "write" if role == "output" else "read"
+    if access is not None and access != implied:
+        raise ValueError(f"an {role} link is a {implied}, not a {access}")
+    return implied
+
+
 def file_entry(row: sqlite3.Row) -> dict[str, Any]:
-    return {"path": row["path"], "hash": row["hash"], "size": row["size"], "kind": row["kind"]}
+    entry = {"path": row["path"], "hash": row["hash"], "size": row["size"], "kind": row["kind"],
+             "basis": row["basis"]}
+    if row["role"] == "meta":
+        entry["access"] = row["access"]
+    return entry
 
 
 def empty_files() -> dict[str, list[dict[str, Any]]]:
-    return {"inputs": [], "outputs": [], "code": []}
+    return {"inputs": [], "outputs": [], "code": [], "meta": []}
+
+
+def _stronger(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a or b
+    return a if _BASIS_RANK.get(a, len(BASES)) <= _BASIS_RANK.get(b, len(BASES)) else b
 
 
 def group_files(rows: Iterable[sqlite3.Row]) -> dict[int, dict[str, list[dict[str, Any]]]]:
-    """run_id -> {"inputs": [...], "outputs": [...], "code": [...]} (rows come sorted).
+    """run_id -> {"inputs": [...], "outputs": [...], "code": [...], "meta": [...]} (rows
+    come sorted by path, then version).
 
     The run as a whole: a version one step wrote is no input even where another step
     read it; a version the run read and did not write stays an input even where it
     then wrote that path (a checkpoint resumed from); a path written several times
-    shows its last version.
+    shows its last version. Meta files follow the same rules among themselves (a
+    bookkeeping file rewritten shows its last version, read back it is no read). A file
+    linked by several steps is listed once, with the strongest basis any gave.
     """
     out: dict[int, dict[str, list[dict[str, Any]]]] = {}
-    newest: dict[tuple[int, str], int] = {}
+    newest: dict[tuple[int, str, bool], int] = {}
     written: set[tuple[int, int]] = set()
     rows = list(rows)
     for row in rows:
-        if row["role"] == "output":
-            key = (row["run_id"], row["path"])
+        if row["access"] == "write":
+            key = (row["run_id"], row["path"], row["role"] == "meta")
             newest[key] = max(newest.get(key, 0), row["vid"])
             written.add((row["run_id"], row["vid"]))
+    seen: dict[tuple[int, str, int, str], dict[str, Any]] = {}
     for row in rows:
-        run_id, path = row["run_id"], row["path"]
+        run_id, path, role = row["run_id"], row["path"], row["role"]
         files = out.get(run_id)
         if files is None:
             files = out[run_id] = empty_files()
-        last = newest.get((run_id, path))
-        if row["role"] == "output" and row["vid"] != last:
+        if row["access"] == "write":
+            if row["vid"] != newest.get((run_id, path, role == "meta")):
+                continue
+        elif (run_id, row["vid"]) in written:
             continue
-        if row["role"] != "output" and (run_id, row["vid"]) in written:
+        key = (run_id, role, row["vid"], row["access"])
+        entry = seen.get(key)
+        if entry is not None:  # another step's link of the same file
+            entry["basis"] = _stronger(entry["basis"], row["basis"])
             continue
-        files[_ROLE_KEY[row["role"]]].append(file_entry(row))
+        entry = seen[key] = file_entry(row)
+        files[_ROLE_KEY[role]].append(entry)
     return out
 
 
@@ -135,6 +176,7 @@ def run_dict(
         "inputs": list(files.get("inputs", [])),
         "outputs": list(files.get("outputs", [])),
         "code": list(files.get("code", [])),
+        "meta": list(files.get("meta", [])),
         "git": git,
         "tier": row["tier"],
     }

@@ -131,6 +131,38 @@ MIGRATIONS += [
     ),
 ]
 
+MIGRATIONS += [
+    (
+        "io: the meta role (tools' files), read/write access, and the basis of attribution",
+        (
+            # SQLite cannot change a CHECK constraint in place: the table is made again
+            # and every row copied. Nothing references io, so dropping it is safe.
+            """CREATE TABLE io_new (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                step_id INTEGER REFERENCES steps(id) ON DELETE SET NULL,
+                version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
+                role TEXT NOT NULL CHECK (role IN ('input', 'output', 'code', 'meta')),
+                -- read or write; follows the role except for meta, where it is the fact
+                access TEXT NOT NULL CHECK (access IN ('read', 'write')
+                    AND (role = 'meta' OR access = CASE role WHEN 'output' THEN 'write'
+                                                             ELSE 'read' END)),
+                -- how the file was given to the run: fanotify, fd, argv, window, rescan,
+                -- ambiguous (store/records.py BASES); NULL where not known
+                basis TEXT
+            )""",
+            """INSERT INTO io_new (run_id, step_id, version_id, role, access, basis)
+               SELECT run_id, step_id, version_id, role,
+                      CASE role WHEN 'output' THEN 'write' ELSE 'read' END, NULL FROM io""",
+            "DROP TABLE io",
+            "ALTER TABLE io_new RENAME TO io",
+            "CREATE UNIQUE INDEX io_unique ON io(run_id, version_id, role, access,"
+            " ifnull(step_id, 0))",
+            "CREATE INDEX io_version ON io(version_id, role)",
+            "CREATE INDEX io_step ON io(step_id)",
+        ),
+    ),
+]
+
 LATEST = len(MIGRATIONS)
 
 

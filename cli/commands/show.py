@@ -19,6 +19,7 @@ from onlooker.cli.output import (
     human_size,
     json_option,
     local_time,
+    note,
     section,
     short_hash,
     table,
@@ -48,6 +49,16 @@ def resolve(catalog: Any, ref: str) -> dict[str, Any]:
 def _files(entries: Any) -> str:
     rows = [
         (e.get("path"), e.get("kind") or "-", human_size(e.get("size")), short_hash(e.get("hash")))
+        for e in entries or ()
+        if isinstance(e, dict)
+    ]
+    return table(None, rows) if rows else "(none)"
+
+
+def _meta_files(entries: Any) -> str:
+    rows = [
+        (e.get("path"), e.get("access") or "-", e.get("kind") or "-", human_size(e.get("size")),
+         short_hash(e.get("hash")))
         for e in entries or ()
         if isinstance(e, dict)
     ]
@@ -149,9 +160,10 @@ def _steps(steps: Any) -> str:
     return table(("PID", "STATUS", "DURATION", "IN/OUT", "COMMAND"), rows)
 
 
-def render_run(run: dict[str, Any], diff: str | None = None) -> str:
+def render_run(run: dict[str, Any], diff: str | None = None, *, show_all: bool = False) -> str:
     """The people's view of one run dict (the JSON contract), in sections; `diff` is the
-    text behind git.diff where the caller read it."""
+    text behind git.diff where the caller read it; `show_all` adds the files tools read
+    and wrote around the run (meta)."""
     header = table(None, [
         ("status", status_text(run)),
         ("exit", _scalar(run.get("exit_code"))),
@@ -168,6 +180,7 @@ def render_run(run: dict[str, Any], diff: str | None = None) -> str:
         section("inputs", _files(run.get("inputs"))),
         section("outputs", _files(run.get("outputs"))),
         section("code", _files(run.get("code"))),
+        *([section("meta (tool files)", _meta_files(run.get("meta")))] if show_all else []),
         *metrics_sections(run),
         *telemetry_sections(run),
         section("git", _git(run.get("git"), run.get("id"), diff)),
@@ -181,9 +194,12 @@ def render_run(run: dict[str, Any], diff: str | None = None) -> str:
 @json_option
 @click.option("--diff", "show_diff", is_flag=True,
               help="Print the uncommitted changes (git diff) the run started with.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show the files tools read and wrote around the run (meta: git, "
+                   "DVC, packaging, caches, tracking-store bookkeeping).")
 @click.argument("run_ref", metavar="RUN")
 @pass_state
-def show(state: AppState, as_json: bool, show_diff: bool, run_ref: str) -> None:
+def show(state: AppState, as_json: bool, show_diff: bool, show_all: bool, run_ref: str) -> None:
     """Show one run: RUN is its id, or 'last' / -1 for the newest (-2 the one before)."""
     if as_json and show_diff:
         raise click.UsageError("--diff prints the diff itself: use it without --json")
@@ -201,7 +217,11 @@ def show(state: AppState, as_json: bool, show_diff: bool, run_ref: str) -> None:
     elif as_json:
         emit_json(run)
     else:
-        emit(render_run(run, diff))
+        emit(render_run(run, diff, show_all=show_all))
+        hidden = len(run.get("meta") or ())
+        if hidden and not show_all:
+            note(f"{hidden} tool file{'s' if hidden != 1 else ''} (meta) not shown: "
+                 f"onlooker show {run.get('id')} --all")
 
 
 def _os_line(os_info: object) -> str:

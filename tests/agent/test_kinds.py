@@ -162,3 +162,35 @@ def test_every_answer_is_a_kind() -> None:
 ])
 def test_is_code(rel: str, expected: bool) -> None:
     assert is_code(rel) is expected
+
+
+@pytest.mark.parametrize("rel", [
+    "out/checkpoint-500/optimizer.pt", "out/checkpoint-500/scheduler.pt",
+    "out/checkpoint-500/rng_state.pth", "out/checkpoint-500/rng_state_3.pth",
+    "out/checkpoint-500/training_args.bin", "out/checkpoint-500/scaler.pt",
+    "ckpt/optimizer.bin", "ckpt/scheduler.bin", "ckpt/sampler.bin", "ckpt/random_states_0.pkl",
+    "global_step10/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "lr_scheduler.pt",
+])
+def test_training_state_is_not_a_model(rel: str) -> None:
+    # torch.save writes optimizer and RNG state as it writes weights: the name decides
+    assert kind(rel, torch_zip()) == "state"
+    assert kind(rel, PICKLE, role="input") == "state"
+    assert kind(rel) == "state"
+    assert "state" in KINDS and "state" not in STORE_ALWAYS
+
+
+@pytest.mark.parametrize("rel,expected", [
+    ("out/checkpoint-500/model.safetensors", "model"), ("out/checkpoint-500/pytorch_model.bin",
+                                                         "model"),
+    ("global_step10/mp_rank_00_model_states.pt", "model"),
+    ("out/checkpoint-500/trainer_state.json", "metrics"),
+    ("out/checkpoint-500/optimizer_config.json", "config"), ("epoch=3.ckpt", "model"),
+])
+def test_checkpoint_neighbours_keep_their_kinds(rel: str, expected: str) -> None:
+    assert kind(rel, torch_zip() if rel.endswith((".pt", ".bin")) else None) == expected
+
+
+def test_rules_still_win_over_state_and_meta_role_is_accepted() -> None:
+    assert kind("optimizer.pt", torch_zip(), rules={"optimizer.pt": "model"}) == "model"
+    assert kind("mlruns/0/x/meta.yaml", None, role="meta") == "config"
+    assert kind("X_train.pkl", PICKLE, role="meta") == "model"  # only an input is data-like

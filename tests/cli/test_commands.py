@@ -271,3 +271,67 @@ def test_status_of_crashed_agent(project: Path, invoke) -> None:
     assert result.exit_code == 0
     assert re.search(r"not running \(last seen 5m0\ds ago; it did not stop cleanly",
                      result.stdout), result.stdout
+
+
+META = [{"path": ".gitignore", "hash": "blake3:" + "aa" * 32, "size": 12, "kind": "other",
+         "basis": "fanotify", "access": "read"},
+        {"path": "mlruns/0/4f2a/meta.yaml", "hash": "blake3:" + "bb" * 32, "size": 300,
+         "kind": "config", "basis": "fd", "access": "write"}]
+
+
+def test_show_hides_meta_files_unless_all(project: Path, invoke, fake_catalog) -> None:
+    fake_catalog.stored.append(make_run(1, meta=META))
+    plain = invoke("-C", str(project), "show", "1")
+    assert plain.exit_code == 0, plain.stderr
+    assert ".gitignore" not in plain.stdout and "meta (tool files)" not in plain.stdout
+    assert "2 tool files (meta) not shown: onlooker show 1 --all" in plain.stderr
+    full = invoke("-C", str(project), "show", "1", "--all")
+    assert full.exit_code == 0, full.stderr
+    out = full.stdout
+    assert "\nmeta (tool files)\n" in out
+    assert out.index("\ncode\n") < out.index("meta (tool files)") < out.index("\ngit\n")
+    assert "mlruns/0/4f2a/meta.yaml  write  config  300 B  " + "bb" * 6 in out
+    assert ".gitignore               read   other   12 B   " + "aa" * 6 in out
+    assert "not shown" not in full.stderr
+    for args in (["show", "1", "--json"], ["show", "1", "--json", "--all"]):
+        data = json.loads(invoke("-C", str(project), *args).stdout)
+        assert data["meta"] == META  # JSON always has them, under their own key
+        assert all(f["path"] != ".gitignore" for f in data["inputs"] + data["outputs"])
+
+
+def test_show_all_without_meta_files(project: Path, invoke, fake_catalog) -> None:
+    fake_catalog.stored += [make_run(1, meta=[]), make_run(2)]  # an older dict has no key
+    for ref in ("1", "2"):
+        result = invoke("-C", str(project), "show", ref, "--all")
+        assert result.exit_code == 0, result.stderr
+        assert "meta (tool files)\n  (none)" in result.stdout
+        plain = invoke("-C", str(project), "show", ref)
+        assert plain.stderr == "" and "meta (tool files)" not in plain.stdout
+
+
+def test_show_meta_on_a_real_catalog(tmp_path: Path, invoke) -> None:
+    from onlooker.store.catalog import Catalog
+
+    assert invoke("init", str(tmp_path)).exit_code == 0
+    with Catalog.init(tmp_path) as cat:
+        run = cat.begin_run(command=["python", "train.py"], cwd=str(tmp_path), exe=None,
+                            pid=100, pid_start=1, user="me", hostname="box",
+                            started_at=1_700_000_000.0, tier="netlink+fanotify")
+        model = cat.add_version("model.pkl", hash="blake3:" + "ab" * 32, size=2048, mtime_ns=1,
+                                kind="model", stored=True, created_at=1_700_000_001.0)
+        tag = cat.add_version("mlruns/0/r/tags/mlflow.user", hash="blake3:" + "cd" * 32,
+                              size=3, mtime_ns=1, kind="other", stored=True,
+                              created_at=1_700_000_001.0)
+        cat.link(run, model, "output", basis="fanotify")
+        cat.link(run, tag, "meta", access="write", basis="fanotify")
+    data = json.loads(invoke("-C", str(tmp_path), "show", str(run), "--json").stdout)
+    assert [f["path"] for f in data["outputs"]] == ["model.pkl"]
+    assert data["outputs"][0]["basis"] == "fanotify"
+    assert data["meta"] == [{"path": "mlruns/0/r/tags/mlflow.user", "hash": "blake3:" + "cd" * 32,
+                             "size": 3, "kind": "other", "basis": "fanotify", "access": "write"}]
+    plain = invoke("-C", str(tmp_path), "show", str(run))
+    assert "mlflow.user" not in plain.stdout and "1 tool file (meta) not shown" in plain.stderr
+    full = invoke("-C", str(tmp_path), "show", str(run), "--all")
+    assert "meta (tool files)" in full.stdout and "mlruns/0/r/tags/mlflow.user" in full.stdout
+    listed = json.loads(invoke("-C", str(tmp_path), "runs", "--json").stdout)
+    assert listed[0]["meta"] == data["meta"]

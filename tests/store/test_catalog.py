@@ -24,7 +24,7 @@ H2 = "blake3:" + "2" * 64
 H3 = "blake3:" + "3" * 64
 T0 = 1_795_000_000.0
 RUN_KEYS = {"id", "command", "cwd", "status", "exit_code", "signal", "started_at", "ended_at",
-            "duration", "params", "inputs", "outputs", "code", "git", "tier", "metrics",
+            "duration", "params", "inputs", "outputs", "code", "meta", "git", "tier", "metrics",
             "telemetry"}
 
 
@@ -133,7 +133,7 @@ def test_round_trip(cat):
     assert type(r["params"]["epochs"]) is int and type(r["params"]["lr"]) is float
     assert [f["path"] for f in r["inputs"]] == ["/srv/shared/vocab.txt", "data/train.csv"]
     assert r["inputs"][1] == {"path": "data/train.csv", "hash": H1, "size": 10,
-                              "kind": "dataset"}
+                              "kind": "dataset", "basis": None}
     assert [f["path"] for f in r["outputs"]] == ["model.pt"]
     assert [f["path"] for f in r["code"]] == ["train.py"]
     assert r["env"] == {"python": "3.11", "packages": {"torch": "2.5"}}
@@ -349,3 +349,172 @@ def test_run_files_keep_a_resumed_checkpoint_as_input_and_hide_intermediates(cat
     assert sorted((f["path"], f["hash"]) for f in got["outputs"]) == [
         ("ckpt/last.pt", H2), ("data/clean.csv", "blake3:" + "3" * 64)]
     assert [r["inputs"] for r in cat.runs() if r["id"] == run] == [got["inputs"]]
+
+
+# ---- roles: meta files, access and basis ---------------------------------------------------
+def _v3_catalog(store):
+    """A catalog as schema 3 left it, with a run, steps, versions, io, params, metrics."""
+    store.mkdir(parents=True)
+    (store / "objects").mkdir()
+    conn = sqlite3.connect(store / "catalog.db")
+    for _, statements in schema.MIGRATIONS[:3]:
+        for sql in statements:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 3")
+    conn.executescript(f"""
+        INSERT INTO envs (id, hash, data) VALUES (1, 'h', '{{"python": "3.11"}}');
+        INSERT INTO runs (id, command, cwd, pid, pid_start, hostname, status, exit_code,
+                          started_at, ended_at, tier, env_id)
+            VALUES (1, '["python","train.py"]', '/p', 10, 1, 'box', 'completed', 0,
+                    {T0}, {T0 + 5}, 'netlink', 1),
+                   (2, '["python","eval.py"]', '/p', 11, 1, 'box', 'failed', 1,
+                    {T0 + 10}, {T0 + 12}, 'poll', NULL);
+        INSERT INTO steps (id, run_id, pid, ppid, argv, started_at, status)
+            VALUES (1, 1, 10, 1, '["python","train.py"]', {T0}, 'completed'),
+                   (2, 1, 12, 10, '["python","fit.py"]', {T0 + 1}, 'completed');
+        INSERT INTO assets (id, path, kind) VALUES (1, 'data/train.csv', 'dataset'),
+            (2, 'train.py', 'code'), (3, 'model.pt', 'model'), (4, 'ckpt/last.pt', 'model');
+        INSERT INTO versions (id, asset_id, hash, size, mtime_ns, stored, run_id, created_at,
+                              seen_at)
+            VALUES (1, 1, '{H1}', 10, 1, 1, NULL, {T0}, {T0}),
+                   (2, 2, '{H2}', 20, 2, 1, NULL, {T0}, {T0}),
+                   (3, 3, '{H3}', 30, 3, 0, 1, {T0 + 3}, {T0 + 3}),
+                   (4, 4, '{H1}', 10, 4, 1, NULL, {T0}, {T0}),
+                   (5, 4, '{H2}', 20, 5, 1, 1, {T0 + 4}, {T0 + 4});
+        INSERT INTO io (run_id, step_id, version_id, role) VALUES
+            (1, 1, 1, 'input'), (1, 2, 1, 'input'), (1, NULL, 2, 'code'),
+            (1, 2, 3, 'output'), (1, NULL, 4, 'input'), (1, NULL, 5, 'output'),
+            (2, NULL, 3, 'input');
+        INSERT INTO params (run_id, key, value, source) VALUES (1, 'lr', '0.1', 'argv');
+        INSERT INTO metrics (run_id, key, step, value, source) VALUES
+            (1, 'metrics.json:acc', NULL, 0.9, 'metrics.json');
+        INSERT INTO telemetry (run_id, t, data) VALUES (1, {T0 + 1}, '{{"cpu": 1.0}}');
+        INSERT INTO stat_cache VALUES (1, 2, 10, 1, '{H1}');
+    """)
+    conn.commit()
+    tables = ("envs", "runs", "steps", "assets", "versions", "params", "metrics", "telemetry",
+              "stat_cache")
+    before = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
+    io = conn.execute("SELECT run_id, step_id, version_id, role FROM io").fetchall()
+    conn.close()
+    return before, io
+
+
+def test_a_v3_catalog_migrates_and_reads_back_the_same(tmp_path):
+    store = tmp_path / ".onlooker"
+    before, old_io = _v3_catalog(store)
+    with pytest.raises(Exception, match="needs upgrading"):
+        Catalog(store, readonly=True)
+    cat = Catalog(store)
+    try:
+        assert schema.version(cat._conn) == schema.LATEST
+        for table, rows in before.items():
+            got = cat._conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            assert [tuple(r) for r in got] == rows, table
+        io = cat._conn.execute("SELECT run_id, step_id, version_id, role, access, basis FROM io"
+                               ).fetchall()
+        access = {"input": "read", "code": "read", "output": "write"}
+        assert sorted(map(repr, map(tuple, io))) == sorted(
+            repr((*row, access[row[3]], None)) for row in old_io)
+        r = cat.run(1)
+        assert [(f["path"], f["hash"]) for f in r["inputs"]] == [("ckpt/last.pt", H1),
+                                                                 ("data/train.csv", H1)]
+        assert r["inputs"][1] == {"path": "data/train.csv", "hash": H1, "size": 10,
+                                  "kind": "dataset", "basis": None}
+        assert sorted(f["path"] for f in r["outputs"]) == ["ckpt/last.pt", "model.pt"]
+        assert [f["path"] for f in r["code"]] == ["train.py"] and r["meta"] == []
+        assert r["params"] == {"lr": 0.1} and r["env"] == {"python": "3.11"}
+        assert r["metrics"]["metrics.json:acc"] is not None
+        assert [s["inputs"] for s in r["steps"]] == [["data/train.csv"], ["data/train.csv"]]
+        assert r["steps"][1]["outputs"] == ["model.pt"]
+        assert [x["inputs"][0]["path"] for x in cat.runs() if x["id"] == 2] == ["model.pt"]
+        assert cat.writers(H3) == [{"run_id": 1, "step_id": 2, "path": "model.pt"}]
+        # the migrated catalog takes the new links
+        v = cat.add_version(".gitignore", hash=H1, size=1, mtime_ns=9, kind="other",
+                            stored=True, created_at=T0)
+        cat.link(1, v, "meta", access="read", basis="fanotify")
+        assert cat.run(1)["meta"][0]["access"] == "read"
+    finally:
+        cat.close()
+    again = Catalog(store, readonly=True)  # and readers open it
+    assert again.run(2)["inputs"][0]["path"] == "model.pt"
+    again.close()
+
+
+def test_meta_files_are_kept_apart_and_are_no_lineage(cat):
+    run = new_run(cat)
+    other = new_run(cat, started_at=T0 + 100)
+    with cat.transaction():
+        step = cat.add_step(run, pid=4243, ppid=4242, parent_step_id=None,
+                            argv=["python", "train.py"], cwd=None, exe=None, started_at=T0)
+        data = cat.add_version("data/train.csv", hash=H1, size=10, mtime_ns=1, kind="dataset",
+                               stored=True, created_at=T0)
+        ignore = cat.add_version(".gitignore", hash=H2, size=5, mtime_ns=1, kind="other",
+                                 stored=True, created_at=T0)
+        # the agent may give a meta file's version the run as producer: a meta write undoes it
+        tag_a = cat.add_version("mlruns/0/r/meta.yaml", hash=H3, size=3, mtime_ns=2,
+                                kind="config", stored=True, created_at=T0 + 1, run_id=run)
+        tag_b = cat.add_version("mlruns/0/r/meta.yaml", hash=H1, size=4, mtime_ns=3,
+                                kind="config", stored=True, created_at=T0 + 2)
+        model = cat.add_version("model.pt", hash=H2, size=7, mtime_ns=4, kind="model",
+                                stored=False, created_at=T0 + 3)
+        cat.link(run, data, "input", step, basis="fanotify")
+        cat.link(run, data, "input", None, basis="window")  # a second link, weaker basis
+        cat.link(run, ignore, "meta", step, access="read", basis="fd")
+        cat.link(run, tag_a, "meta", step, access="write", basis="fanotify")
+        cat.link(run, tag_b, "meta", step, access="write", basis="fanotify")
+        cat.link(run, tag_b, "meta", step, access="read", basis="fanotify")  # read back
+        cat.link(run, model, "output", step, basis="argv")
+        cat.link(other, tag_b, "meta", access="read", basis="rescan")
+    r = cat.run(run)
+    assert r["inputs"] == [{"path": "data/train.csv", "hash": H1, "size": 10, "kind": "dataset",
+                            "basis": "fanotify"}]
+    assert r["outputs"] == [{"path": "model.pt", "hash": H2, "size": 7, "kind": "model",
+                             "basis": "argv"}]
+    assert r["meta"] == [
+        {"path": ".gitignore", "hash": H2, "size": 5, "kind": "other", "basis": "fd",
+         "access": "read"},
+        {"path": "mlruns/0/r/meta.yaml", "hash": H1, "size": 4, "kind": "config",
+         "basis": "fanotify", "access": "write"},  # rewritten: its last version; no read back
+    ]
+    assert [x["meta"] for x in cat.runs() if x["id"] == run] == [r["meta"]]
+    assert r["steps"][0]["inputs"] == ["data/train.csv"]  # meta is no step's input or output
+    assert r["steps"][0]["outputs"] == ["model.pt"]
+    # never producers, never writers: a meta write is no lineage
+    assert cat.versions("mlruns/0/r/meta.yaml")[0]["run_id"] is None
+    assert all(v["run_id"] is None for v in cat.versions("mlruns/0/r/meta.yaml"))
+    assert cat.writers(H3) == [] and {w["path"] for w in cat.writers(H1)} == set()
+    assert cat.versions("model.pt")[0]["run_id"] == run
+    assert cat.run(other)["meta"][0]["access"] == "read" and cat.run(other)["inputs"] == []
+    # a link made again keeps its first basis, and fills one that was not known
+    cat.link(run, model, "output", step, basis="window")
+    plain = cat.add_version("b.csv", hash=H3, size=1, mtime_ns=1, kind="dataset",
+                            stored=False, created_at=T0)
+    cat.link(run, plain, "input")
+    cat.link(run, plain, "input", basis="rescan")
+    got = {f["path"]: f["basis"] for f in cat.run(run)["inputs"] + cat.run(run)["outputs"]}
+    assert got == {"b.csv": "rescan", "data/train.csv": "fanotify", "model.pt": "argv"}
+    # unlink picks the meta read or write
+    cat.unlink(run, tag_b, "meta", step, access="read")
+    assert cat._conn.execute("SELECT access FROM io WHERE run_id = ? AND version_id = ?",
+                             (run, tag_b)).fetchall()[0][0] == "write"
+    cat.unlink(run, tag_b, "meta", step)  # the write of the first content is left
+    assert [(m["path"], m["hash"]) for m in cat.run(run)["meta"]] == [
+        (".gitignore", H2), ("mlruns/0/r/meta.yaml", H3)]
+
+
+def test_link_refuses_unknown_basis_and_missing_access(cat):
+    run = new_run(cat)
+    v = cat.add_version("a.txt", hash=H1, size=1, mtime_ns=1, kind="other", stored=False,
+                        created_at=T0)
+    with pytest.raises(ValueError, match="basis"):
+        cat.link(run, v, "input", basis="guess")
+    with pytest.raises(ValueError, match="access"):
+        cat.link(run, v, "meta")
+    with pytest.raises(ValueError, match="write"):
+        cat.link(run, v, "input", access="write")
+    cat.link(run, v, "output", access="write", basis="fd")  # the implied access is fine
+    assert cat.run(run)["outputs"][0]["basis"] == "fd"
+    with pytest.raises(StoreError):  # the schema holds the rule too
+        cat._execute("INSERT INTO io (run_id, version_id, role, access) VALUES (?, ?,"
+                     " 'input', 'write')", (run, v))
