@@ -3,11 +3,18 @@
 A run is a process whose cwd is inside the project, or whose argv names a path
 inside it, and whose program runs experiments. `is_run` applies, in order:
 
+0. ``runs.include`` (globs over the program name, the script or module name, and
+   the command line, ``python -m pytest*``) makes a matching process a run whatever
+   the rules below say, as long as it lies in the project and is not onlooker: the
+   rules guess what an experiment is, and only the person knows when a test suite
+   or a tool is one.
 1. Never: no argv (kernel thread, zombie); a program (basename of argv[0] or
    exe, ``python3.11`` -> ``python3`` -> ``python``, ``-bash`` -> ``bash``) in
    ``runs.ignore``; onlooker itself; nothing in the project; ``--version``/``--help``;
-   language servers (``--stdio``, ``--node-ipc``, ``*langserver*``); modules in
-   ``runs.ignore_modules`` or `TOOL_MODULES`, console scripts in `TOOL_NAMES`.
+   a script or program asked only for ``--help``/``--version``; language servers
+   (``--stdio``, ``--node-ipc``, ``*langserver*``); modules in ``runs.ignore_modules``
+   or `TOOL_MODULES` (pip, pytest, unittest...), console scripts in `TOOL_NAMES`;
+   packaging scripts (``python setup.py ...``).
 2. Interpreters in ``runs.programs``: a script is a run (``python -u train.py``,
    ``Rscript fit.R``, ``julia x.jl``), so is ``python -m X``, and so are Jupyter
    kernels (``-m ipykernel_launcher``, ``ipython kernel``, IRkernel). No script
@@ -26,17 +33,24 @@ inside it, and whose program runs experiments. `is_run` applies, in order:
    snakemake, torchrun, mpirun...) are runs.
 6. Any other executable in the project (``./bin/train``), outside the
    ``watch.exclude`` folders (a ``.venv``), is a run.
+
+Inside a run, `project_code` says whether a step runs project code (and so may give
+params) or is a system tool a library started (``git rev-parse HEAD``, ``uname -a``,
+``ldconfig -p``), and `unshim` sees through version managers' shims.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import DEFAULTS, Config
 from .events import ProcInfo
 
 log = logging.getLogger(__name__)
@@ -50,15 +64,28 @@ TOOL_NAMES = frozenset({
     "pip", "pip3", "uv", "pipx", "poetry", "pdm", "hatch", "conda", "mamba", "jupyter",
     "jupyter-lab", "jupyter-notebook", "jupyter-server", "tensorboard", "pre-commit",
     "flake8", "pylint", "isort", "pyflakes", "pycodestyle", "tox", "nox", "twine",
-    "pylsp", "pyright", "ruff", "black", "mypy", "onlooker",
+    "pylsp", "pyright", "ruff", "black", "mypy", "onlooker", "pytest", "py.test", "nose2",
+    "coverage", "build", "pyproject-build", "pip-compile", "pip-sync", "virtualenv", "sphinx-build",
 })
 TOOL_MODULES = frozenset({
     "pip", "jupyter", "jupyterlab", "notebook", "jupyter_server", "nbclassic", "voila",
     "tensorboard", "http.server", "pydoc", "idlelib", "pyls", "pylsp", "isort", "flake8",
     "pylint", "debugpy.adapter", "pre_commit", "tox", "nox", "venv", "ensurepip", "uv",
+    # Test runners and packaging: they execute project code, but to check it, not to
+    # produce an experiment's outputs (`[runs] include` says otherwise for a project).
+    "pytest", "_pytest", "unittest", "doctest", "nose2", "setuptools", "twine", "pip_audit",
+    "virtualenv", "sphinx",
 })
+# Tools whose names a project's own package may start with (`build.features`): only
+# the module itself is the tool.
+_EXACT_TOOL_MODULES = frozenset({"build", "site", "sysconfig", "platform", "this"})
+# Scripts that package, test or deploy the project (`python setup.py --version`), whatever
+# project code they import.
+PACKAGING_SCRIPTS = frozenset({"setup.py", "conftest.py", "noxfile.py", "fabfile.py"})
 _EDITOR_DIRS = ("/.vscode-server/", "/.vscode/extensions/", "/.vscode-oss/", "/.cursor-server/",
-                "/.windsurf-server/", "/pydev/", "/.pycharm_helpers/", "/JetBrains/")
+                "/.windsurf-server/", "/pydev/", "/.pycharm_helpers/", "/JetBrains/",
+                "/.vscode-server-insiders/", "/.vscode-insiders/", "/.positron-server/",
+                "/.zed_server/", "/.theia/")
 # Version managers' shims and helpers (`python3` as a pyenv shim is `bash .../libexec/pyenv
 # exec python3 train.py`, which first runs `pyenv-which`): runs only when they name a
 # project file, like editor helpers.
@@ -373,32 +400,110 @@ def is_shim(argv: list[str] | tuple[str, ...]) -> bool:
     return any(d in a for a in list(argv)[:2] for d in _MANAGER_DIRS)
 
 
+# Version managers whose `exec` replaces itself with the real program (environment
+# runners such as `conda run` or `uv run` start it as a child, which is judged alone).
+_MANAGERS = frozenset({"pyenv", "rbenv", "nodenv", "goenv", "jenv", "plenv", "asdf", "mise",
+                       "rtx"})
+
+
+def _exec_rest(args: list[str]) -> list[str] | None:
+    """What follows ``exec`` (``mise exec python@3.11 --``) in a manager's argv."""
+    if not args or args[0] != "exec":
+        return None
+    rest = args[1:]
+    if "--" in rest[:4]:
+        rest = rest[rest.index("--") + 1:]
+    return rest or None
+
+
+def unshim(argv: list[str] | tuple[str, ...]) -> list[str]:
+    """The command a version manager's shim hands over to, or argv itself.
+
+    ``bash ~/.pyenv/libexec/pyenv exec python3 train.py`` and ``bash ~/.pyenv/shims/python3
+    train.py`` both run ``python3 train.py``: the shim execs it in place, so the inner
+    command is what the person meant, and its argv holds the params (not ``exec``,
+    ``python3`` and ``train.py`` as positionals). Helpers such as ``pyenv-which`` are
+    not shims and stay as they are.
+    """
+    argv = list(argv)
+    if not argv:
+        return argv
+    # The manager is argv[0], or the script a shell runs (the kernel's view of a shebang).
+    first = 1 if _family(program_name(argv, None)) == "bash" and len(argv) > 1 else 0
+    path = argv[first]
+    base = os.path.basename(path)
+    rest = argv[first + 1:]
+    if "/shims/" in path and any(d in path for d in _MANAGER_DIRS):
+        return [base, *rest] if base not in _MANAGERS else (_exec_rest(rest) or argv)
+    if base in _MANAGERS and (first == 0 or any(d in path for d in _MANAGER_DIRS)):
+        return _exec_rest(rest) or argv
+    stem, dash, verb = base.rpartition("-")
+    if dash and verb == "exec" and stem in _MANAGERS and rest:
+        return rest
+    return argv
+
+
 def _excluded(path: str, project: str, exclude: list[str]) -> bool:
     rel = os.path.relpath(path, project).split("/")
     return any(part in exclude or part == "site-packages" for part in rel[:-1])
 
 
-def is_run(info: ProcInfo, project: Path, cfg: Config) -> tuple[bool, str]:
-    """Whether this process starts a run, and why (one short phrase)."""
+def _included(patterns: Iterable[str], argv: list[str], inv: Invocation,
+              variants: list[str]) -> str | None:
+    """The first ``runs.include`` glob that names this process, or None."""
+    patterns = list(patterns)
+    if not patterns:
+        return None
+    names = list(variants)
+    if inv.target and inv.mode in ("script", "module", "class"):
+        names += [inv.target, os.path.basename(inv.target)]
+    name = program_name(argv, None)
+    lines = [" ".join(argv), " ".join([name, *argv[1:]])]
+    for pat in patterns:
+        if any(fnmatch.fnmatchcase(n, pat) for n in names + lines):
+            return pat
+    return None
+
+
+def is_run(info: ProcInfo, project: Path, cfg: Config, *,
+           include: Iterable[str] | None = None) -> tuple[bool, str]:
+    """Whether this process starts a run, and why (one short phrase).
+
+    `include` is ``runs.include`` (globs, see rule 0); when None it is read from the
+    config, so that the setting works as soon as config.py knows it.
+    """
     argv = list(info.argv)
     if not argv or not argv[0]:
         return False, "no command line"
     runs = cfg["runs"]
+    if include is None:
+        include = runs.get("include", ())
+    inner = unshim(argv)
+    if inner != argv:
+        # A shim only hands over: what it runs decides (a pyenv `python3 -m pytest` is a
+        # test run, not a version manager naming a project file).
+        info = dataclasses.replace(info, argv=tuple(inner), exe=None)
+        argv = inner
     proj = os.path.abspath(str(project))
     variants = _strip_version(os.path.basename(argv[0]))
     if info.exe:
         variants += _strip_version(os.path.basename(info.exe))
-    ignored = [v for v in variants if v in runs["ignore"]]
-    if ignored:
-        return False, f"{ignored[0]} is in runs.ignore"
     cwd = info.cwd
+    inv = parse_invocation(argv, info.exe)
+    wanted = _included(include, argv, inv, variants)
+    ignored = [v for v in variants if v in runs["ignore"]]
+    if ignored and not wanted:
+        return False, f"{ignored[0]} is in runs.ignore"
     if not ((cwd and _inside(os.path.normpath(cwd), proj)) or _paths_inside(argv, cwd, proj)):
         return False, "outside the project"
-    inv = parse_invocation(argv, info.exe)
     if _is_onlooker(inv, argv):
         return False, "onlooker itself"
+    if wanted:
+        return True, f"matches runs.include {wanted!r}"
     if inv.mode == "info":
         return False, f"{inv.program} {inv.target or 'asks for help or version'} (not a run)"
+    if inv.args and all(a in _INFO for a in inv.args) and inv.mode != "command":
+        return False, f"{os.path.basename(inv.target or inv.program)} asks for help or version"
     if any(a in ("--stdio", "--node-ipc") or a.startswith("--clientProcessId") for a in argv) \
             or _LSP.search(os.path.basename(inv.target or "")) and inv.mode in ("script", "module"):
         return False, "a language server"
@@ -427,7 +532,7 @@ def _decide_interpreter(inv: Invocation, fam: str, info: ProcInfo, proj: str,
         mod = inv.target or ""
         parts = mod.split(".")
         prefixes = {".".join(parts[:k]) for k in range(1, len(parts) + 1)}
-        if prefixes & (set(runs["ignore_modules"]) | TOOL_MODULES):
+        if prefixes & (set(runs["ignore_modules"]) | TOOL_MODULES) or mod in _EXACT_TOOL_MODULES:
             return False, f"module {mod} is a tool"
         if mod in KERNEL_MODULES:
             return True, "a Jupyter kernel"
@@ -441,6 +546,8 @@ def _decide_interpreter(inv: Invocation, fam: str, info: ProcInfo, proj: str,
                     return True, f"{os.path.basename(target)} ({what}) runs a project file"
                 return False, what
         base = os.path.basename(target)
+        if base in PACKAGING_SCRIPTS:
+            return False, f"{base} packages or configures the project"
         if fam == "python" and os.path.basename(os.path.dirname(target)) in ("bin", "Scripts"):
             if base in runs["ignore"] or base in TOOL_NAMES:
                 return False, f"{base} is a tool"
@@ -478,4 +585,141 @@ def script_of(info: ProcInfo) -> str | None:
         return os.path.normpath(os.path.join(info.cwd or "/", os.path.expanduser(inv.target)))
     if inv.mode == "module" and inv.target:
         return _module_file(inv.target, info.cwd)
+    return None
+
+
+# Folders inside a project that hold other people's code (virtualenvs, tools' caches):
+# a script there is a library's, not the project's. The unwatched folders are those.
+DEFAULT_FOREIGN: tuple[str, ...] = tuple(DEFAULTS["watch"]["exclude"])
+_FOREIGN_ALWAYS = frozenset({"site-packages", "dist-packages", "node_modules", "__pypackages__"})
+_NOTEBOOK_TOOLS = frozenset({"papermill"})
+_CLASSPATH = ("-cp", "-classpath", "--class-path")
+_IMPORT_LINE = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", re.M)
+_CONSOLE_HEAD = 4096
+
+
+def _project_rel(path: str, base: str, proj: str, foreign: Iterable[str]) -> str | None:
+    """``path`` relative to the project when it is project code, else None."""
+    if not path or len(path) > 4096 or "\n" in path:
+        return None
+    p = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+    if not _inside(p, proj) or p == proj:
+        return None
+    rel = os.path.relpath(p, proj)
+    parts = rel.split("/")
+    if any(x in _FOREIGN_ALWAYS for x in parts) or any(x in foreign for x in parts[:-1]):
+        return None
+    return rel
+
+
+def _project_package(name: str, proj: str, foreign: Iterable[str]) -> bool:
+    for root in (proj, os.path.join(proj, "src")):
+        cand = os.path.join(root, name)
+        if (os.path.isdir(cand) or os.path.isfile(cand + ".py")) and \
+                _project_rel(cand, proj, proj, foreign):
+            return True
+    return False
+
+
+def _console_script_of_project(path: str, proj: str, foreign: Iterable[str]) -> bool:
+    """Whether a console script (``.venv/bin/my-train``) imports the project's package:
+    pip and uv write ``from pkg.cli import main`` into it, so the head tells."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_CONSOLE_HEAD).decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return False
+    names = [n for n in _IMPORT_LINE.findall(head) if n not in ("re", "sys", "os")]
+    return bool(names) and _project_package(names[0], proj, foreign)
+
+
+def _module_rel(module: str, cwd: str | None, proj: str, foreign: Iterable[str]) -> str | None:
+    for root in dict.fromkeys(r for r in (cwd, proj, os.path.join(proj, "src")) if r):
+        found = _module_file(module, root)
+        if found and (rel := _project_rel(found, root, proj, foreign)):
+            return rel
+    return None
+
+
+# papermill's options that take no value (every other one takes one).
+PAPERMILL_FLAGS = frozenset({
+    "--inject-input-path", "--inject-output-path", "--inject-paths", "--prepare-only",
+    "--prepare-execute", "--progress-bar", "--no-progress-bar", "--log-output",
+    "--no-log-output", "--request-save-on-cell-execute", "--no-request-save-on-cell-execute",
+    "--report-mode", "--no-report-mode", "--help", "--version",
+})
+
+
+def _notebook_arg(args: tuple[str, ...] | list[str]) -> str | None:
+    """papermill's input notebook: its first positional (options all take one value
+    or are flags; ``-p`` and ``-r`` take two)."""
+    i, n = 0, len(args)
+    while i < n:
+        a = args[i]
+        if a in ("-p", "--parameters", "-r", "--parameters_raw"):
+            i += 3
+        elif a.startswith("-") and a != "-" and "=" not in a and a not in PAPERMILL_FLAGS:
+            i += 2
+        elif a.startswith("-") and a != "-":
+            i += 1
+        else:
+            return a
+    return None
+
+
+def notebook_tool(inv: Invocation) -> str | None:
+    """``papermill`` when the invocation is a notebook runner (as ``papermill ...`` or as
+    its console script run by Python), else None."""
+    name = inv.program if inv.mode == "program" else \
+        os.path.basename(inv.target or "") if inv.mode == "script" else ""
+    name = _strip_version(name)[-1] if name else ""
+    return name if name in _NOTEBOOK_TOOLS else None
+
+
+def project_code(argv: list[str] | tuple[str, ...], exe: str | None = None, *,
+                 cwd: str | None, project: str | os.PathLike[str],
+                 foreign: Iterable[str] = DEFAULT_FOREIGN) -> str | None:
+    """The project file a step runs (relative path, or ``-m`` module name), or None
+    when it runs no project code.
+
+    Inside a run, libraries start system tools all the time (``git rev-parse HEAD``,
+    ``uname -p``, ``nvidia-smi``, ``ldconfig -p``, ``fc-list``); their argv says nothing
+    about the experiment. A step runs project code when an interpreter runs a script
+    or ``-m`` module that lies in the project (outside `foreign` folders such as a
+    ``.venv``), a launcher runs one, a notebook tool runs a project notebook, a
+    console script imports the project's package, or the program itself lies in the
+    project. Orchestrators (``make``, ``dvc repro``) and one-liners (``sh -c ...``)
+    run no project code themselves: the programs they start are steps of their own.
+    `cwd` None (not read in time) resolves relative paths against the project.
+    """
+    argv = unshim(argv)
+    if not argv:
+        return None
+    proj = os.path.abspath(os.fspath(project))
+    base = cwd or proj
+    foreign = tuple(foreign)
+    inv = parse_invocation(argv, exe)
+    if notebook_tool(inv):
+        nb = _notebook_arg(inv.args)
+        return _project_rel(nb, base, proj, foreign) if nb else None
+    if inv.mode == "script" and inv.target:
+        rel = _project_rel(inv.target, base, proj, foreign)
+        if rel:
+            return rel
+        target = os.path.normpath(os.path.join(base, os.path.expanduser(inv.target)))
+        if _family(inv.program) == "python" and \
+                os.path.basename(os.path.dirname(target)) in ("bin", "Scripts") and \
+                os.path.basename(target) not in TOOL_NAMES and \
+                _console_script_of_project(target, proj, foreign):
+            return os.path.basename(target)
+        return None
+    if inv.mode == "module" and inv.target:
+        return _module_rel(inv.target, cwd, proj, foreign)
+    if inv.mode == "class" and inv.target:
+        cp = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in _CLASSPATH), "")
+        inside = any(_project_rel(c, base, proj, foreign) for c in cp.split(":") if c)
+        return inv.target if inside else None
+    if inv.mode == "program" and not inv.launcher:
+        path = argv[0] if "/" in argv[0] else exe
+        return _project_rel(path, base, proj, foreign) if path else None
     return None

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from onlooker.agent.classify import is_run, parse_invocation, program_name, script_of
+from onlooker.agent.classify import (
+    is_run,
+    parse_invocation,
+    program_name,
+    project_code,
+    script_of,
+    unshim,
+)
 from onlooker.agent.config import load
 from onlooker.agent.events import ProcInfo
 
@@ -46,8 +53,10 @@ RUNS = [
     "snakemake -j 2", "papermill nb.ipynb out.ipynb", "go run .", "matlab -batch train",
     "python -m torch.distributed.run --nproc_per_node 2 train.py",
     "python /root/.vscode-server/extensions/ms-python.debugpy/launcher --port 1 -- train.py",
-    "/proj/.venv/bin/python /proj/.venv/bin/my-train --epochs 1", "python -m pytest tests",
+    "/proj/.venv/bin/python /proj/.venv/bin/my-train --epochs 1",
     "bash /root/.pyenv/libexec/pyenv exec python3 train.py",  # python3 as a pyenv shim
+    "bash /root/.pyenv/shims/python3 train.py --lr 1", "python -m build_features",
+    "python train.py --lr 0.1 --help-url x", "papermill nb.ipynb out.ipynb -p alpha 0.5",
 ]
 NOT_RUNS = [
     "python", "python -i", "python3 -q", "ipython", "bash", "bash -i", "bash -l", "-bash",
@@ -62,6 +71,16 @@ NOT_RUNS = [
     "/proj/.venv/bin/python /proj/.venv/bin/pip install x", "python -m jedi_language_server",
     "Rscript -e 'print(1)'", "sudo python train.py", "tensorboard --logdir runs",
     "bash /root/.pyenv/libexec/pyenv-which python3", "bash /home/u/.rbenv/libexec/rbenv-exec",
+    # test runners, packaging and probes run project code to check or describe it, not
+    # to produce an experiment (`[runs] include` says otherwise, see below)
+    "python -m pytest tests", "/proj/.venv/bin/python /proj/.venv/bin/pytest -x tests",
+    "python3 -m unittest discover", "/usr/bin/python3 /usr/local/bin/tox -e py311",
+    "/usr/bin/python3 /usr/local/bin/pre-commit run --all-files", "python setup.py --version",
+    "python setup.py bdist_wheel", "python -m build", "python -m platform",
+    "python -c 'import sys; print(sys.version)'", "which python3", "git rev-parse HEAD",
+    "python train.py --help", "./bin/train --version", "Rscript fit.R -h",
+    "bash /root/.pyenv/libexec/pyenv exec python3 -m pytest tests",
+    "node /root/.vscode-server-insiders/bin/x/out/server-main.js --host=127.0.0.1",
 ]
 
 
@@ -163,3 +182,82 @@ def test_launcher_args_are_kept() -> None:
     assert inv.launcher == "torchrun"
     assert inv.launcher_args == ("--standalone", "--nproc-per-node", "2")
     assert inv.args == ("--lr", "1")
+
+
+def _cfg_with(project: Path, toml: str):
+    (project / ".onlooker").mkdir(exist_ok=True)
+    (project / ".onlooker" / "config.toml").write_text(toml)
+    return load(project)
+
+
+@pytest.mark.parametrize("cmd,patterns", [
+    ("python -m pytest tests", ["pytest"]),  # the module's name
+    ("/proj/.venv/bin/python /proj/.venv/bin/pytest -x tests", ["pytest"]),  # console script
+    ("python3.11 -m pytest tests/test_model.py", ["python -m pytest*"]),  # the command line
+    ("python setup.py --version", ["setup.py"]),
+    ("git rev-parse HEAD", ["git rev-parse*"]),  # above runs.ignore: the person said so
+    ("python -c 'import sys; print(sys.version)'", ["python -c *"]),
+    ("which python3", ["which"]),
+])
+def test_include_makes_runs(project: Path, cmd: str, patterns: list[str]) -> None:
+    cmd = cmd.replace("/proj/", f"{project}/")
+    cfg = load(project)
+    assert not is_run(info(cmd, str(project)), project, cfg)[0]
+    ok, why = is_run(info(cmd, str(project)), project, cfg, include=patterns)
+    assert ok and "runs.include" in why
+
+
+def test_include_keeps_location_and_onlooker(project: Path) -> None:
+    cfg = load(project)
+    outside = str(project.parent / "elsewhere")
+    assert not is_run(info("python -m pytest", outside), project, cfg, include=["*"])[0]
+    assert not is_run(info("onlooker status", str(project)), project, cfg, include=["*"])[0]
+    # an include that names something else changes nothing
+    assert not is_run(info("python -m pytest", str(project)), project, cfg,
+                      include=["tox"])[0]
+    assert is_run(info("python train.py", str(project)), project, cfg, include=["tox"])[0]
+
+
+def test_include_is_read_from_config_when_it_has_the_key(project: Path) -> None:
+    cfg = load(project)
+    cfg["runs"]["include"] = ["pytest"]  # what config.py's `[runs] include` will hold
+    assert is_run(info("python -m pytest", str(project)), project, cfg)[0]
+
+
+def test_config_ignore_modules_still_applies(project: Path) -> None:
+    cfg = _cfg_with(project, '[runs]\nignore_modules = ["pkg"]\n')
+    assert not is_run(info("python -m pkg.train", str(project)), project, cfg)[0]
+    # `build` is a tool only as itself, not as a prefix of a project's package
+    assert is_run(info("python -m build_features", str(project)), project, cfg)[0]
+
+
+@pytest.mark.parametrize("cmd,inner", [
+    ("bash /root/.pyenv/libexec/pyenv exec python3 train.py --lr 1", "python3 train.py --lr 1"),
+    ("bash /root/.pyenv/shims/python3 train.py", "python3 train.py"),
+    ("/root/.pyenv/libexec/pyenv-exec python3.11 t.py", "python3.11 t.py"),
+    ("bash /home/u/.rbenv/libexec/rbenv exec ruby x.rb", "ruby x.rb"),
+    ("/root/.asdf/bin/asdf exec python t.py", "python t.py"),
+    ("mise exec python@3.11 -- python t.py", "python t.py"),
+    ("bash /root/.pyenv/libexec/pyenv-which python3", None),  # a helper, not a shim
+    ("bash /home/u/.rbenv/libexec/rbenv-exec", None),  # nothing to hand over to
+    ("bash /root/.pyenv/libexec/pyenv version-name", None),
+    ("bash run.sh exec python t.py", None), ("python train.py", None), ("", None),
+])
+def test_unshim(cmd: str, inner: str | None) -> None:
+    argv = shlex.split(cmd)
+    assert unshim(argv) == (shlex.split(inner) if inner else argv)
+
+
+def test_project_code_labels(project: Path) -> None:
+    p = str(project)
+    assert project_code(["python", "src/train.py"], cwd=p, project=project) == "src/train.py"
+    assert project_code(["python", "-m", "tool"], cwd=p, project=project) == "tool/__main__.py"
+    assert project_code(["bash", "-c", "python train.py"], cwd=p, project=project) is None
+    assert project_code(["make", "train"], cwd=p, project=project) is None
+    assert project_code(["python", f"{p}/.venv/lib/python3.11/site-packages/x/y.py"], cwd=p,
+                        project=project) is None
+    assert project_code(["python", "/tmp/train.py"], cwd=p, project=project) is None
+    # a `.venv` counts as foreign only where the caller says so
+    venv_script = ["python", ".venv/t.py"]
+    assert project_code(venv_script, cwd=p, project=project) is None
+    assert project_code(venv_script, cwd=p, project=project, foreign=()) == ".venv/t.py"
