@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 _COMPACT_EVERY = 60.0  # seconds between telemetry compactions
 _RECENT = 120.0  # seconds a closed run stays a candidate for rescanned files
+_CATCH_UP_MAX = 120.0  # seconds a run's close waits for lagging file sources
+_GONE_KEEP = 600.0  # seconds a closed run's pids still claim late file events
 _LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
 
 
@@ -67,6 +69,7 @@ class Stats:
     runs_finished: int = 0
     versions: int = 0
     unattributed: int = 0
+    no_run: int = 0  # versions recorded as changes no run made
     overflows: int = 0
     hash_errors: int = 0
 
@@ -120,6 +123,17 @@ class Assembler(FileSide):
         self._compacted = float("-inf")
         self._now_seen = 0.0  # when the process being handled was seen
         self._event_t = 0.0  # when the file event being handled was seen
+        # Set by the daemon: the file sources have passed on every event from before
+        # this time. A run closes only once they are past its end (infinite: no sources).
+        self.files_caught_up = float("inf")
+        # Processes of closed runs, by pid: an event of theirs that a backlog delayed
+        # still lands on their run (until the pid is seen reused).
+        self.gone: dict[int, Proc] = {}
+        # pid -> file events of it still pending: a run with any is not closed yet
+        # (under a backlog they carry times later than the run's end).
+        self.pending_pids: Counter[int] = Counter()
+        # Unix start times of runs that ended while the agent was down (`lost`).
+        self.lost_starts: list[float] = []
 
     # -- entry points ---------------------------------------------------------
 
@@ -133,6 +147,8 @@ class Assembler(FileSide):
                 self.pending_late.append((ev.t + self.grace + _LATE, ev))
             else:
                 self.pending.append((ev.t + self.grace, ev))
+                if ev.pid is not None:
+                    self.pending_pids[ev.pid] += 1
         elif isinstance(ev, ProcExec):
             self._on_exec(ev)
         elif isinstance(ev, ProcFork):
@@ -173,6 +189,9 @@ class Assembler(FileSide):
             else:
                 del self.fd_seen[path]
         self.moves = {c: m for c, m in self.moves.items() if now - m[1] < _COMPACT_EVERY}
+        self.gone = {pid: p for pid, p in self.gone.items()
+                     if p.run is not None and p.run.ended_at is not None
+                     and now - p.run.ended_at < _GONE_KEEP}
 
     def drain(self, now: float) -> None:
         """Attribute everything pending now (the agent is stopping)."""
@@ -191,7 +210,14 @@ class Assembler(FileSide):
             a = early[0][0] if early else None
             b = late[0][0] if late else None
             if a is not None and a <= now and (b is None or a <= b):
-                self._on_file(early.popleft()[1])
+                ev = early.popleft()[1]
+                if ev.pid is not None:
+                    left = self.pending_pids[ev.pid] - 1
+                    if left:
+                        self.pending_pids[ev.pid] = left
+                    else:
+                        del self.pending_pids[ev.pid]
+                self._on_file(ev)
             elif b is not None and b <= now:
                 self._on_file(late.popleft()[1])
             else:
@@ -214,10 +240,18 @@ class Assembler(FileSide):
 
     # -- processes ------------------------------------------------------------
 
+    def note_lost(self, started_at: float) -> None:
+        """A run the catalog had open ended while the agent was down (started then,
+        Unix seconds): files changed since may be its, so a restart scan claims none."""
+        self.lost_starts.append(started_at)
+
     def reattach(self, row: dict, info: ProcInfo, descendants: list[ProcInfo]) -> None:
         """Adopt a run the catalog has open whose root process is still alive."""
         run = Run(db_id=row["id"], root_pid=info.pid, root_start=info.start_ticks, info=info,
-                  started=info.started)
+                  started=info.started, reattached=True)
+        script = classify.script_of(info)
+        if script:
+            run.programs.add(script)
         step_id = row.get("root_step")
         if step_id is None:
             step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,
@@ -243,6 +277,7 @@ class Assembler(FileSide):
     def _on_exec(self, ev: ProcExec) -> None:
         info = ev.info
         self._now_seen = ev.t
+        self.gone.pop(info.pid, None)  # the pid is another process's now
         known = self.procs.get(info.pid)
         if known is not None and known.start_ticks == info.start_ticks and known.exited is None:
             if tuple(info.argv) == known.argv:
@@ -318,6 +353,8 @@ class Assembler(FileSide):
         mode = classify.parse_invocation(list(info.argv), info.exe).mode
         run.one_liner = mode == "command"
         script = classify.script_of(info)
+        if script:
+            run.programs.add(script)
         if mode != "script":
             script = None  # `python -m pkg.mod` may read its module from __pycache__ only
         if (not self.pids_known and script and self.ignore.inside(script)
@@ -338,7 +375,8 @@ class Assembler(FileSide):
 
     def _run_context(self, run: Run, info: ProcInfo) -> None:
         """Params from argv and env, the environment, git state, argv-named inputs."""
-        for k, v in params.argv_params(list(info.argv)).items():
+        run.root_params = params.argv_params(list(info.argv), cwd=info.cwd)
+        for k, v in run.root_params.items():
             run.params[k] = (v, "argv")
         names = list(self.cfg["params"]["env"])
         for k, v in params.env_params(dict(info.environ), names).items():
@@ -376,11 +414,32 @@ class Assembler(FileSide):
             p = os.path.normpath(os.path.join(cwd, value))
             if self.ignore.inside(p) or os.path.exists(p):
                 run.argv_paths.add(p)
-            if (not self.ignore.inside(p) and self.ignore.outside_ok(p)
+            if (not self.ignore.inside(p) and self.ignore.named_ok(p)
                     and self.probes.is_file(p)):
-                # Named on the command line outside the project: an input (the tier may
-                # not see the read itself, e.g. another mount).
-                self._record(run, p, write=False, step=run.root_step)
+                # Named on the command line outside the project: an input wherever it
+                # lives, /tmp included (the tier may not see the read itself, e.g.
+                # another mount).
+                self._record(run, p, write=False, step=run.root_step, basis="argv",
+                             named=True)
+
+    def _step_params(self, run: Run, info: ProcInfo) -> None:
+        """A step's argv adds params only where it runs project code: a library's `git
+        version` or `uname -a` says nothing about the experiment."""
+        foreign = self.cfg["watch"]["exclude"]
+        label = classify.project_code(info.argv, info.exe, cwd=info.cwd, project=self.project,
+                                      foreign=foreign)
+        if label is None:
+            return
+        run.step_params.append((label, params.step_params(
+            info.argv, info.exe, cwd=info.cwd, project=self.project, foreign=foreign)))
+        merged = params.merge_step_params(run.root_params, run.step_params)
+        before = {k for k, (_, src) in run.params.items() if src == "argv"}
+        if before == set(merged) and all(run.params[k][0] == v for k, v in merged.items()):
+            return
+        for k in before - set(merged):
+            del run.params[k]
+        run.params.update({k: (v, "argv") for k, v in merged.items()})
+        self.catalog.set_params(run.db_id, run.params, drop=before - set(merged))
 
     def _new_step(self, run: Run | None, info: ProcInfo, proc: Proc, *, exec_in_place: bool
                   ) -> None:
@@ -404,6 +463,9 @@ class Assembler(FileSide):
         run.steps.append(proc.step)
         proc.argv = tuple(info.argv)
         proc.exe = info.exe
+        script = classify.script_of(info)
+        if script:
+            run.programs.add(script)
         self._note_argv_paths(run, info)
         self._note_stdio(run, info, proc.step)
         if exec_in_place and info.pid == run.root_pid and classify.is_shim(run.info.argv):
@@ -412,14 +474,7 @@ class Assembler(FileSide):
             run.info = info
             self.catalog.update_run(run.db_id, command=secrets.redact_argv(list(info.argv)),
                                     exe=info.exe)
-        if (exec_in_place and info.pid == run.root_pid) or run.one_liner:
-            # The run's first program handed over to this one (a script ending in `exec
-            # python ...`), or the run is a one-liner (`bash -c "python x.py --lr 0.1 >
-            # log"`, which bash may exec or fork): the program's argv holds the params.
-            found = params.argv_params(list(info.argv))
-            if found:
-                run.params.update({k: (v, "argv") for k, v in found.items()})
-                self.catalog.set_params(run.db_id, run.params)
+        self._step_params(run, info)
         if not run.has_python_env:
             # A shell script or make started the run: the first Python step's environment
             # is the one that matters.
@@ -429,6 +484,7 @@ class Assembler(FileSide):
                 run.has_python_env = True
 
     def _on_fork(self, ev: ProcFork) -> None:
+        self.gone.pop(ev.child_pid, None)
         parent = self.procs.get(ev.parent_pid)
         if parent is None or parent.run is None or parent.run.ended_at is not None:
             return
@@ -465,7 +521,7 @@ class Assembler(FileSide):
         for run in self.runs:
             done = run.ended_at is not None and (
                 force_time or now >= run.ended_at + self.grace + SLACK)
-            if not done or self._has_pending_before(run):
+            if not done or self._has_pending_before(run) or self._sources_behind(run, now):
                 keep.append(run)
                 continue
             # Hash results still owed land on the run object after it is closed.
@@ -476,9 +532,24 @@ class Assembler(FileSide):
         self.recent = [r for r in self.recent if r.ended_at is None
                        or now - r.ended_at < _RECENT]
 
+    def _sources_behind(self, run: Run, now: float) -> bool:
+        """The file sources have not yet passed on everything from before the run's end."""
+        assert run.ended_at is not None
+        if self.files_caught_up >= run.ended_at + SLACK:
+            return False
+        if now - run.ended_at < _CATCH_UP_MAX:
+            return True
+        # A source stuck this long (a dead reader thread): close the run anyway; what
+        # comes later with its pids still lands on it (see `gone`).
+        log.warning("run %d closed before the file sources caught up with its end",
+                    run.db_id)
+        return False
+
     def _has_pending_before(self, run: Run) -> bool:
         if run.ended_at is None:
             return False
+        if self.pending_pids and any(pid in self.pending_pids for pid in run.pids):
+            return True
         return any(q and q[0][1].t <= run.ended_at + SLACK
                    for q in (self.pending, self.pending_late))
 
@@ -494,6 +565,7 @@ class Assembler(FileSide):
                     self.catalog.update_step(p.step.db_id, status="ended",
                                              ended_at=self.clock.to_wall(run.ended_at or ended))
                 del self.procs[pid]
+                self.gone[pid] = p
         self.catalog.update_run(run.db_id, status=status, exit_code=code, signal=sig,
                                 ended_at=self.clock.to_wall(ended) if ended is not None else None)
         self.stats.runs_finished += 1

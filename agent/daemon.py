@@ -83,7 +83,8 @@ class Agent:
         self.scanning = False
         w = self.cfg["watch"]
         self.ignore = Ignore(self.project, exclude=list(w["exclude"]),
-                             outside_ignore=list(w["outside_ignore"]))
+                             outside_ignore=list(w["outside_ignore"]),
+                             data_roots=list(w["data_roots"]))
         cap = self.cfg["capture"]
         self.cache = StatCache()
         self.cache.load(self.catalog.stat_rows())
@@ -119,6 +120,8 @@ class Agent:
             self.sources.append(FdSampler(self.queue, hz=min(10.0, float(cap["poll_hz"])),
                                           watched=self.watched, keep=self._fd_keep))
         self.sources.append(self.inotify)
+        # Runs wait for the file sources to be past their end (a backlog is not a loss).
+        self.assembler.files_caught_up = self._files_caught_up()
         self._git_cache: tuple[float, dict | None] = (-1e9, None)
         # GPU readings through NVML where there is a driver; off (and said so) elsewhere.
         self.gpu = GpuReader()
@@ -234,6 +237,7 @@ class Agent:
                     self.assembler.reattach(row, info, kids)
                     log.info("re-attached to run %d (pid %d)", row["id"], row["pid"])
                     continue
+            self.assembler.note_lost(row["started_at"])
             self.catalog.update_run(row["id"], status="lost")
             self.catalog.close_open_steps(row["id"], status="lost")
             log.info("run %d ended while the agent was down: lost", row["id"])
@@ -308,7 +312,16 @@ class Agent:
             return max(0.01, min(_IDLE_WAIT, min(due) - clock.now()))
         return _IDLE_WAIT
 
+    def _files_caught_up(self) -> float:
+        """The time before which the file sources have put every event on the queue."""
+        return min((src.caught_up for src in self.sources if hasattr(src, "caught_up")),
+                   default=float("inf"))
+
     def _pump(self, *, timeout: float, until_stop: bool = False) -> None:
+        # Read before taking events: what the sources queued before this point is then
+        # all handled once the queue has been emptied below.
+        caught_up = self._files_caught_up()
+        emptied = False
         batch: list[Any] = []
         try:
             batch.append(self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait())
@@ -324,6 +337,7 @@ class Agent:
                         continue
                     except queue.Empty:
                         pass
+                emptied = True
                 break
         with self.catalog.transaction():
             for ev in batch:
@@ -334,6 +348,8 @@ class Agent:
                 except Exception:  # one bad event must not end the agent
                     # not %r: a process event holds argv and environment (secrets)
                     log.exception("could not record a %s event", type(ev).__name__)
+            if emptied:
+                self.assembler.files_caught_up = max(self.assembler.files_caught_up, caught_up)
             self.assembler.tick(clock.now())
         self._watched = frozenset(self.assembler.watched_pids())
         self._trees = {r.db_id: frozenset(r.members) for r in self.assembler.open_runs()}
@@ -416,6 +432,7 @@ class Agent:
                 "bytes_hashed": self.hasher.bytes_hashed,
                 "overflows": a.stats.overflows,
                 "unattributed": a.stats.unattributed,
+                "versions_no_run": a.stats.no_run,
                 "hash_errors": a.stats.hash_errors,
                 "watches": getattr(self.inotify, "watch_count", 0),
             },

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from . import kinds, metrics, params
+from . import kinds, metrics, params, roles
 from .codemap import source_for_pyc
 from .events import (
     CLOSE_NOWRITE,
@@ -64,9 +64,12 @@ class FileSide:
     runs: list[Run]
     recent: list[Run]
     procs: dict
+    gone: dict
     pids_known: bool
     agent_started: float
     stat_rows: list
+    stats: Any
+    lost_starts: list
     clock: Any
 
     def _on_fd(self, ev: FdSeen) -> None:
@@ -80,17 +83,22 @@ class FileSide:
         # A file held open for writing is handled by its close; a read one is an input
         # even where the tier saw no event for it (outside the watched tree).
         if not ev.writable and not self.ignore.inside(ev.path):
-            self._record(proc.run, ev.path, write=False, step=proc.step, seen=ev.t)
+            self._record(proc.run, ev.path, write=False, step=proc.step, seen=ev.t,
+                         basis="fd")
 
     def _on_file(self, ev: FileEvent) -> None:
         path = ev.path
+        imported = False
         if "/__pycache__/" in path:
-            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE):
+            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE, CLOSE_WRITE):
                 return
             src = source_for_pyc(path)
             if src is None:
                 return
-            path = src
+            # Bytecode opened, or written by a first import: the source was executed.
+            path, imported = src, True
+            if ev.op == CLOSE_WRITE:
+                ev = replace(ev, op=CLOSE_NOWRITE)
         if ev.op == MOVED_FROM:
             self.moves[ev.cookie] = (path, ev.t)
             return
@@ -101,7 +109,7 @@ class FileSide:
                 # by a rename at once): the step that wrote in that folder made it.
                 found = self._folder_writer(path, ev.t)
                 if found is not None:
-                    self._record(found[0], path, write=True, step=found[1])
+                    self._record(found[0], path, write=True, step=found[1], basis="window")
             return  # fanotify reports opens and closes with their pid; inotify adds moves
         self._seq += 1
         self._event_t = ev.t
@@ -136,9 +144,10 @@ class FileSide:
             if len(named) > 1 and len(named) == len(cands):
                 for r in named:
                     self._record(r, path, write=False, step=_step_at(r.steps, ev.t),
-                                 closed=ev.op == CLOSE_NOWRITE, seen=ev.t)
+                                 closed=ev.op == CLOSE_NOWRITE, seen=ev.t, basis="argv",
+                                 imported=imported)
                 return
-        run, step = self._attribute(ev, path) if ev.op != DELETE else (None, None)
+        run, step, basis = self._attribute(ev, path) if ev.op != DELETE else (None, None, None)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("file %s %s pid %s -> run %s", ev.op, path, ev.pid,
                       run.db_id if run else None)
@@ -154,7 +163,8 @@ class FileSide:
                     self._drop_output(r, use)
                     if run is None or self.pids_known:
                         run, step = r, use.last_writer or use.step
-            self._record(run, path, write=True, step=step, closed=True)
+                        basis = basis or use.basis
+            self._record(run, path, write=True, step=step, closed=True, basis=basis)
             return
         if ev.op == DELETE:
             for r in self.runs:
@@ -167,7 +177,8 @@ class FileSide:
 
         if write or read:
             self._record(run, path, write=write, step=step, seen=ev.t,
-                         closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE))
+                         closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis,
+                         imported=imported)
 
     def _folder_writer(self, path: str, t: float) -> tuple[Run, Step | None] | None:
         folder = os.path.dirname(path)
@@ -179,18 +190,20 @@ class FileSide:
         """The runs a pid-less event at `t` may be of: shown in the stream, alive then."""
         return [r for r in self.runs if r.script_seen and r.alive_at(t, _PIDLESS_SLACK)]
 
-    def _attribute(self, ev: FileEvent, path: str) -> tuple[Run | None, Step | None]:
+    def _attribute(self, ev: FileEvent, path: str
+                   ) -> tuple[Run | None, Step | None, str | None]:
+        """The run and step that did a file event, and the basis of that finding."""
         if ev.pid is not None:
-            proc = self.procs.get(ev.pid)
+            proc = self.procs.get(ev.pid) or self.gone.get(ev.pid)
             if proc is None:
                 info = self.probes.read_info(ev.pid)
                 if info is not None:
                     self._on_exec(ProcExec(ev.t, info))
                     proc = self.procs.get(ev.pid)
             if proc is not None:
-                return proc.run, proc.step
+                return proc.run, proc.step, "fanotify"
             if self.pids_known:
-                return None, None
+                return None, None, None
         cands = self._pidless_candidates(ev.t)
         if len(cands) > 1:
             # Polling sees an end late: a run that may have ended already loses to one
@@ -206,8 +219,9 @@ class FileSide:
                      if p in self.procs and self.procs[p].run is not None}
             narrowed = [r for r in cands if r.db_id in by_fd]
             if len(narrowed) == 1:
-                return narrowed[0], by_fd[narrowed[0].db_id].step
+                return narrowed[0], by_fd[narrowed[0].db_id].step, "fd"
             narrowed = [r for r in cands if _named(path, r.argv_paths)]
+            basis = "argv"
             if len(narrowed) != 1:
                 # All but the run that showed itself last in the stream have ended: a
                 # sequential pipeline whose ends polling saw late.
@@ -215,26 +229,28 @@ class FileSide:
                 if all(r is latest or (r.ended_at is not None and r.marker < latest.marker
                                        and r.last_alive() < latest.started + 0.011)
                        for r in cands):
-                    narrowed = [latest]
+                    narrowed, basis = [latest], "window"
             if len(narrowed) == 1:
                 cands = narrowed
             else:
                 self.stats.unattributed += 1
                 log.info("cannot tell which of runs %s touched %s",
                          [r.db_id for r in cands], path)
-                return None, None
+                return None, None, None
+            return cands[0], _step_at(cands[0].steps, ev.t) or cands[0].root_step, basis
         if not cands:
-            return None, None
+            return None, None, None
         run = cands[0]
-        step = run.root_step
-        step = _step_at(run.steps, ev.t) or step
-        return run, step
+        return run, _step_at(run.steps, ev.t) or run.root_step, "window"
 
     def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
-                closed: bool = False, seen: float = 0.0) -> None:
+                closed: bool = False, seen: float = 0.0, basis: str | None = None,
+                named: bool = False, imported: bool = False) -> None:
         """A run (or no run) read or wrote `path`. `closed`: the writer closed it (or
         renamed it into place), so it is complete and needs no quiet period. `seen`:
-        when the read was seen (0: unknown, as for a path named in argv)."""
+        when the read was seen (0: unknown, as for a path named in argv). `basis`: how
+        the run was found. `named`: an outside file the run's argv names (an input
+        wherever it lives)."""
         inside = self.ignore.inside(path)
         if run is None:
             if not write or not inside:
@@ -242,9 +258,13 @@ class FileSide:
             self._want_hash(path, Waiter(None, True), delay=0.0 if closed else self.quiet,
                             settled=closed)
             return
-        if not inside and not self.ignore.outside_ok(path):
+        if not inside and not named and not self.ignore.outside_ok(path):
             return
         use = run.use(path)
+        if use.basis is None:
+            use.basis = basis
+        if imported:
+            use.imported = True
         step = step or run.root_step
         if step is not None and use.step is None:
             use.step = step
@@ -263,7 +283,10 @@ class FileSide:
         use.steps[step] = "read"
         if use.read_vid is not None:
             # Another step of the run read what an earlier one read: same version.
-            self._link(run, path, use.read_vid, use.read_role, step)
+            if use.read_role == "meta":
+                self._link_meta(run, path, use.read_vid, "read", step)
+            else:
+                self._link(run, path, use.read_vid, use.read_role, step)
             return
         self._want_hash(path, Waiter(run, False, seen), delay=0.0, settled=closed)
 
@@ -278,6 +301,8 @@ class FileSide:
         use.written = False
         for key in [k for k in use.links if k[0] == "output"]:
             self.catalog.unlink(run.db_id, use.links.pop(key), "output", key[1])
+        for key in [k for k in use.links if k[0] == "meta:write"]:
+            self.catalog.unlink(run.db_id, use.links.pop(key), "meta", key[1], access="write")
 
     def _on_hash(self, ev: HashDone) -> None:
         waiters = self.waiters.pop(ev.path, [])
@@ -310,23 +335,32 @@ class FileSide:
         if nobody and self.latest.get(rel) == ev.hash:
             return  # unchanged (a scan or a no-run touch)
         if not waiters and inside:
-            # Found by a rescan, no event seen (an overflow lost it): the run that was
-            # alive when the file was written, if exactly one was and the agent was
-            # watching then (what happened while it was down is nobody's to claim).
-            t = ev.t - (self.clock.to_wall(ev.t) - ev.mtime_ns / 1e9)
-            cands = [r for r in self.runs + self.recent
-                     if t >= self.agent_started and r.alive_at(t, SLACK)]
-            if len(cands) == 1:
-                runs_writing = [cands[0]]
-                found = cands[0].use(ev.path)
+            claim = self._rescan_claim(ev.path, ev.mtime_ns / 1e9)
+            if claim is not None:
+                runs_writing = [claim]
+                found = claim.use(ev.path)
                 found.written = True
-                found.steps.setdefault(cands[0].root_step, "write")
-        kind = kinds.kind_of(rel, ev.head or None, size=ev.size,
-                             role="output" if runs_writing else
-                             ("input" if runs_reading else None), rules=self.rules)
+                found.basis = "rescan"
+                found.steps.setdefault(claim.root_step, "write")
+        # Tools' own files (VCS, packaging, caches, tracking-store bookkeeping) are kept
+        # apart as meta: never params, metrics or lineage (agent/roles.py says which).
+        meta_w = bool(runs_writing) and roles.role_of(
+            rel, written=True, rules=self.cfg.role_rules) == roles.META
+        meta_r = bool(runs_reading) and roles.role_of(
+            rel, written=False, rules=self.cfg.role_rules) == roles.META
+        role_for_kind = ("output" if runs_writing else "input" if runs_reading else None)
+        if (meta_w if runs_writing else meta_r):
+            role_for_kind = "meta"
+        kind = kinds.kind_of(rel, ev.head or None, size=ev.size, role=role_for_kind,
+                             rules=self.rules)
         if any(ev.path in r.log_paths for r in runs_writing):
             kind = "log"  # where the run's stdout or stderr went
-        producer = runs_writing[-1].db_id if runs_writing else None
+        producer = runs_writing[-1].db_id if runs_writing and not meta_w else None
+        if not runs_writing and not runs_reading and inside:
+            # A person's edit, a checkout, or a file whose run could not be told: said in
+            # `status`, so a loss never hides.
+            self.stats.no_run += 1
+            log.info("versioned with no run: %s", rel)
         vid = self.catalog.add_version(rel, hash=ev.hash, size=ev.size, mtime_ns=ev.mtime_ns,
                                        kind=kind, stored=ev.stored,
                                        created_at=self.clock.to_wall(ev.t), run_id=producer)
@@ -335,20 +369,100 @@ class FileSide:
         for run in dict.fromkeys(runs_writing):
             use = run.use(ev.path)
             for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
-                if how == "write":
+                if how != "write":
+                    continue
+                if meta_w:
+                    self._link_meta(run, ev.path, vid, "write", step)
+                else:
                     self._link(run, ev.path, vid, "output", step,
                                producer_set=run.db_id == producer)
-            self._metrics_from(run, rel, ev, kind)
-        role = "code" if kind in ("code", "notebook") else "input"
+            if not meta_w:
+                if not self._framework_params(run, rel, ev):
+                    self._metrics_from(run, rel, ev, kind)
         for run in dict.fromkeys(runs_reading):
             use = run.use(ev.path)
+            role = "meta" if meta_r else self._read_role(run, ev.path, use, kind)
             if use.read_vid is None:
                 use.read_vid, use.read_role = vid, role
             for step, how in list(use.steps.items()):
-                if how == "read":  # a step that read and wrote it has it as an output
+                if how != "read":  # a step that read and wrote it has it as an output
+                    continue
+                if role == "meta":
+                    self._link_meta(run, ev.path, vid, "read", step)
+                else:
                     self._link(run, ev.path, vid, role, step)
-            if kind == "config" and ev.stored:
+            if kind == "config" and ev.stored and role != "meta":
                 self._config_params(run, rel, ev.hash)
+
+    def _read_role(self, run: Run, path: str, use, kind: str) -> str:
+        """`code` for what the run executed, else `input`; a Python source that was
+        neither a program the run started nor imported (its bytecode opened or
+        written) was read as bytes by a library (code saving, inspect): a tool's read."""
+        if kind not in ("code", "notebook"):
+            return "input"
+        if not path.endswith(".py") or use.imported or path in run.programs:
+            return "code"
+        return "meta"
+
+    def _link_meta(self, run: Run, path: str, vid: int, access: str, step: Step | None
+                   ) -> None:
+        """A tool's file the run read or wrote: kept, its last version per step."""
+        use = run.use(path)
+        sid = step.db_id if step is not None else None
+        key = ("meta:" + access, sid)
+        old = use.links.get(key)
+        if old == vid:
+            return
+        if old is not None:
+            self.catalog.unlink(run.db_id, old, "meta", sid, access=access)
+        self.catalog.link(run.db_id, vid, "meta", step_id=sid, access=access, basis=use.basis)
+        use.links[key] = vid
+
+    def _framework_params(self, run: Run, rel: str, ev: HashDone) -> bool:
+        """A config a framework composed and wrote for the run (Hydra's .hydra/config.yaml,
+        Lightning's hparams.yaml): the run's effective params. True if it was one."""
+        if not rel.endswith((".yaml", ".yml")) or ev.size > int(
+                self.cfg["params"]["config_max_bytes"]):
+            return False
+        data = ev.head[: ev.size] if 0 < ev.size <= len(ev.head) else (
+            self.probes.read_object(ev.hash) if ev.stored else None)
+        if data is None:
+            return False
+        found = params.framework_params(rel, data)
+        if found is None:
+            return False
+        if found:
+            folder = params.framework_run_dir(rel)
+            if folder is not None:
+                run.framework_dirs.setdefault(folder, len(run.framework_dirs))
+            # A multirun writes one such folder per job: keyed by job, stable across runs.
+            prefix = (f"job{os.path.basename(folder)}:" if folder is not None
+                      and len(run.framework_dirs) > 1 else "")
+            for k, v in found.items():
+                run.params[prefix + k] = (v, "framework")
+            self.catalog.set_params(run.db_id, run.params)
+        return True
+
+    def _rescan_claim(self, path: str, changed: float) -> Run | None:
+        """The run that wrote a file found changed by a scan, with no event seen (an
+        overflow lost it, or the agent was down then), where the evidence names one:
+        a live run's process holds it open, or exactly one run the agent knows of can
+        have been alive at its change time (`changed`, Unix seconds)."""
+        holders = {id(p.run): p.run for pid in self.fd_seen.get(path, ())
+                   if (p := self.procs.get(pid)) is not None and p.run is not None}
+        if len(holders) == 1:
+            return next(iter(holders.values()))
+        t = changed - (self.clock.to_wall(0.0))  # on the agent clock
+        if t >= self.agent_started:
+            cands = [r for r in self.runs + self.recent if r.alive_at(t, SLACK)]
+        else:
+            # Changed while the agent was down: a run re-attached at start was alive
+            # all along since its start; a run that ended meanwhile (lost) may have
+            # been too, from its start on, so any such one leaves the file unclaimed.
+            if any(started <= changed + 0.011 for started in self.lost_starts):
+                return None
+            cands = [r for r in self.runs if r.reattached and r.started - 0.011 <= t]
+        return cands[0] if len(cands) == 1 else None
 
     def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None, *,
               producer_set: bool = False) -> None:

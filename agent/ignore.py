@@ -72,7 +72,7 @@ class Ignore:
     """
 
     def __init__(self, project: Path, *, exclude: Iterable[str] = (),
-                 outside_ignore: Iterable[str] = ()) -> None:
+                 outside_ignore: Iterable[str] = (), data_roots: Iterable[str] = ()) -> None:
         self.project = Path(project).resolve()
         self._root = str(self.project)
         self._root_slash = self._root.rstrip("/") + "/"
@@ -97,6 +97,11 @@ class Ignore:
         self._outside_prefixes = tuple(
             "/" if p == "/" else p + "/" for p in sorted(prefixes)
         )
+        # Folders outside the project whose files are a run's data wherever they live
+        # (cluster jobs stage data in $TMPDIR, under the ignored /tmp).
+        self._data_roots = tuple(
+            os.path.normpath(os.path.expanduser(d)).rstrip("/") + "/" for d in data_roots
+            if os.path.expanduser(d).startswith("/"))
         self._dir_cache: dict[str, bool] = {}
         self._pyroot_cache: dict[str, bool] = {}
         self._spec: pathspec.GitIgnoreSpec | None = None
@@ -215,17 +220,27 @@ class Ignore:
             return False
         if self.inside(p):
             return not self.skip_file(p)
-        if (p + "/").startswith(self._outside_prefixes):
+        if not (self._data_roots and p.startswith(self._data_roots)):
+            if (p + "/").startswith(self._outside_prefixes):
+                return False
+            if not self._not_software(p):
+                return False
+        return _regular(p)
+
+    def named_ok(self, abs_path: str) -> bool:
+        """Whether a file outside the project that a run's argv names is its input:
+        anywhere (/tmp, /var and the ignored prefixes included) but the kernel's views
+        and installed software, which a command line names as tools, not as data."""
+        p = os.fspath(abs_path)
+        if not p.startswith("/") or p.startswith(("/proc/", "/sys/", "/dev/", "/run/")):
             return False
+        return self._not_software(p) and _regular(p)
+
+    def _not_software(self, p: str) -> bool:
         if "/site-packages/" in p or "/dist-packages/" in p:
             return False
-        if self._in_python_root(p.rpartition("/")[0]):
-            return False
-        try:
-            st = os.stat(p)
-        except OSError:
-            return False
-        return stat.S_ISREG(st.st_mode)
+        return not self._in_python_root(p.rpartition("/")[0])
+
 
     def _in_python_root(self, d: str) -> bool:
         hit = self._pyroot_cache.get(d)
@@ -249,3 +264,10 @@ class Ignore:
         except OSError:
             return False
         return any(n.startswith("python") and _PY_LIB.match(n) for n in names)
+
+
+def _regular(p: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(p).st_mode)
+    except OSError:
+        return False

@@ -33,6 +33,8 @@ class Use:
     last_writer: Step | None = None
     read_vid: int | None = None  # the version the run read, once hashed
     read_role: str = "input"
+    basis: str | None = None  # how the run was found to have used it (records.BASES)
+    imported: bool = False  # a Python source whose bytecode was opened or written
 
 
 @dataclass(eq=False)
@@ -67,6 +69,13 @@ class Run:
     wrote_in: dict[str, Step | None] = field(default_factory=dict)  # folder -> last step
     noted: set[str] = field(default_factory=set)  # metrics files it was told it can't read
     has_python_env: bool = False
+    # argv params of the run's own program, and of each step that ran project code
+    # (label, params) in start order: the run's argv params are merged from these.
+    root_params: dict[str, object] = field(default_factory=dict)
+    step_params: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    programs: set[str] = field(default_factory=set)  # scripts its steps ran (absolute)
+    framework_dirs: dict[str, int] = field(default_factory=dict)  # Hydra job folders seen
+    reattached: bool = False  # adopted at the agent's start: alive while it was down
 
     def use(self, path: str) -> Use:
         u = self.files.get(path)

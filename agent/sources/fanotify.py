@@ -44,6 +44,8 @@ _U32 = struct.Struct("=I")
 _INFO_DFID_NAME = 2
 _DELETED = " (deleted)"
 _GATHER_MS = 20
+# An idle reader still looks every so often, so that `caught_up` keeps up with the clock.
+_IDLE_MS = 100
 _OUTSIDE_TTL = 1.0  # seconds a folder's "outside the project" verdict is trusted unchecked
 _DIR_CACHE_MAX = 100_000
 _libc: ctypes.CDLL | None = None
@@ -191,6 +193,8 @@ class FanotifySource:
         # folder file handle (fsid + handle) -> (path or None, inside, dev, ino, checked)
         self._dirs: dict[bytes, tuple[str | None, bool, int, int, float]] = {}
         self.events_seen = 0  # every event read, kept or not (for benchmarks and status)
+        # Agent clock time before which every event the kernel queued has been passed on.
+        self.caught_up = 0.0
 
     @property
     def mode(self) -> str:
@@ -252,13 +256,14 @@ class FanotifySource:
         wake.register(self._wake_r, select.POLLIN)
         try:
             while not self._stopping:
-                if any(fd == self._wake_r for fd, _ in poller.poll()):
+                ready = poller.poll(_IDLE_MS)
+                if any(fd == self._wake_r for fd, _ in ready):
                     break
                 # Let events gather: one read then serves hundreds, and the kernel
                 # merges an open with its close into one event meanwhile.
-                if wake.poll(_GATHER_MS):
+                if ready and wake.poll(_GATHER_MS):
                     break
-                self._drain()
+                self._drain()  # also when idle: the empty read moves `caught_up` on
             self._drain()  # asked to stop: pass on what happened before that
         except Exception:  # a bug here must not end file capture silently
             log.exception("fanotify: reader thread failed")
@@ -269,9 +274,15 @@ class FanotifySource:
 
     def _drain(self) -> None:
         while not self._stopping:
+            tried = clock.now()
             try:
                 data = os.read(self._fd, self._read_size)
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
+                # Everything the kernel queued before `tried` was read by earlier reads
+                # and is on the queue already: runs that ended before it may close.
+                self.caught_up = tried
+                return
+            except InterruptedError:
                 return
             except OSError as err:
                 # EMFILE/ENFILE: the kernel could not give us an fd; that event is lost.

@@ -44,6 +44,8 @@ _DRAIN_EVERY = 64  # folders listed between drains: 4 events each, far below any
 _CREDIT_TTL = 30.0  # seconds an unused own-read credit lives
 _GATHER_MS = 5
 _PYCACHE = "/__pycache__"
+# An idle reader still looks every so often, so that `caught_up` keeps up with the clock.
+_IDLE_MS = 100
 _MOVE_WAIT = 0.02  # seconds to wait for the MOVED_TO of a folder's MOVED_FROM
 _SYNTHETIC_COOKIE = 1 << 32  # cookies we make for files in renamed folders; kernel's are u32
 LIMIT_MESSAGE = ("inotify watch limit reached ({n} watches): raise fs.inotify.max_user_watches, "
@@ -75,6 +77,10 @@ class InotifySource:
         self._backlog: deque[tuple[float, int, int, int, int, str]] = deque()
         self._offset = 0  # bytes read from the inotify fd so far
         self._pending_moves: dict[int, tuple[str, float]] = {}  # cookie -> (old path, deadline)
+        # Agent clock time before which every event the kernel queued has been passed on
+        # (see daemon: a run is closed only once the file sources are past its end).
+        self.caught_up = 0.0
+        self._empty_at = 0.0  # when a read last found the kernel queue empty
         # path -> [(stream offset when expected, expiry)] for each expected own open
         self._credits: dict[str, list[tuple[int, float]]] = {}
         self._lock = threading.Lock()  # guards _credits and _offset
@@ -176,6 +182,9 @@ class InotifySource:
         try:
             while not self._stopping:
                 self._process_backlog()
+                if not self._pending_moves and not self._resync and not self._backlog:
+                    # What was read before the last empty read is handled and passed on.
+                    self.caught_up = self._empty_at
                 if self._resync and not self._stopping:
                     readd, self._resync, self._resync_readd = self._resync_readd, False, False
                     self._sync(self._root, emit_new=True, readd=readd)
@@ -184,7 +193,7 @@ class InotifySource:
                     if self._drain():
                         continue
                     self._expire_moves()
-                timeout = _MOVE_WAIT * 1000 if self._pending_moves else None
+                timeout = _MOVE_WAIT * 1000 if self._pending_moves else _IDLE_MS
                 ready = poller.poll(timeout)
                 if any(fd == self._wake_r for fd, _ in ready):
                     break
@@ -192,7 +201,7 @@ class InotifySource:
                 # wake-up per event; the kernel queue holds far more than this.
                 if ready and wake.poll(_GATHER_MS):
                     break
-                self._drain()
+                self._drain()  # also when idle: the empty read moves `caught_up` on
             # Asked to stop: what happened before that is still reported (a run's
             # last closes must reach the catalog).
             self._drain()
@@ -223,9 +232,13 @@ class InotifySource:
         append = self._backlog.append
         while True:
             with self._lock:
+                tried = clock.now()
                 try:
                     data = os.read(fd, _READ_SIZE)
-                except (BlockingIOError, InterruptedError):
+                except BlockingIOError:
+                    self._empty_at = tried
+                    return got
+                except InterruptedError:
                     return got
                 except OSError as err:
                     log.error("inotify: read failed: %s", err.strerror)

@@ -17,6 +17,8 @@ class FakeCatalog:
         self.steps: dict[int, dict] = {}
         self.versions: dict[int, dict] = {}
         self.links: list[tuple[int, int, str, int | None]] = []
+        self.basis: dict[tuple, str | None] = {}  # link -> how it was attributed
+        self.access: dict[tuple, str | None] = {}  # meta link -> "read" | "write"
         self.params: dict[int, dict] = {}
         self.envs: list[dict] = []
         self.stat: list[tuple] = []
@@ -54,18 +56,22 @@ class FakeCatalog:
         return vid
 
     def link(self, run_id: int, version_id: int, role: str, step_id: int | None = None, *,
-             producer_set: bool = False) -> None:
+             producer_set: bool = False, basis: str | None = None,
+             access: str | None = None) -> None:
         # the assembler may skip setting the producer only where the version has one
         assert not producer_set or self.versions[version_id].get("run_id"), version_id
+        assert (role == "meta") == (access is not None), (role, access)
         key = (run_id, version_id, role, step_id)
         if key not in self.links:
             self.links.append(key)
+            self.basis[key] = basis
+            self.access[key] = access
 
-    def unlink(self, run_id: int, version_id: int, role: str, step_id: int | None = None
-               ) -> None:
+    def unlink(self, run_id: int, version_id: int, role: str, step_id: int | None = None,
+               *, access: str | None = None) -> None:
         self.links = [k for k in self.links if k != (run_id, version_id, role, step_id)]
 
-    def set_params(self, run_id: int, params: dict) -> None:
+    def set_params(self, run_id: int, params: dict, *, drop=()) -> None:
         self.params[run_id] = dict(params)
 
     def put_env(self, env: dict) -> int:
@@ -131,6 +137,9 @@ class FakeIgnore:
 
     def outside_ok(self, p: str) -> bool:
         return not p.startswith(("/usr", "/proc", "/etc"))
+
+    def named_ok(self, p: str) -> bool:
+        return not p.startswith(("/proc", "/sys", "/dev"))
 
     def skip_file(self, p: str) -> bool:
         return False

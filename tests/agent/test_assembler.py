@@ -582,6 +582,8 @@ def test_a_shell_one_liner_that_execs_python_gets_the_python_params(project):
     p = str(project)
     (project / "logs").mkdir()
     (project / "logs" / "train.log").write_text("")
+    (project / "pkg").mkdir()
+    (project / "pkg" / "train.py").write_text("")  # project code: its argv holds params
     line = "python -m pkg.train lr=0.1 model.depth=3 > logs/train.log"
     asm.handle(ProcExec(T0, info(10, ["bash", "-c", line], cwd=p, started=T0, exe="/bin/bash")))
     assert len(cat.runs) == 1
@@ -746,6 +748,8 @@ def test_a_one_liner_that_forks_its_program_gets_the_program_params(project):
     p = str(project)
     (project / "logs").mkdir()
     (project / "logs" / "train.log").write_text("")
+    (project / "pkg").mkdir()
+    (project / "pkg" / "train.py").write_text("")  # project code: its argv holds params
     line = "python -m pkg.train lr=0.1 > logs/train.log"
     asm.handle(ProcExec(T0, info(10, ["bash", "-c", line], cwd=p, started=T0, exe="/bin/bash")))
     asm.handle(ProcExec(T0 + 0.01, info(11, ["python", "-m", "pkg.train", "lr=0.1"], ppid=10,
@@ -800,3 +804,144 @@ def test_bookkeeping_of_gone_processes_and_unpaired_moves_is_forgotten(project):
     assert set(asm.fd_seen) == {f"{p}/big.bin", f"{p}/held.bin"} and asm.moves
     asm.tick(T0 + 200)
     assert asm.moves == {} and set(asm.fd_seen) == {f"{p}/held.bin"}
+
+
+# -- no output loses its run: backlogs of the file sources ----------------------------
+
+
+def test_a_run_closes_only_once_the_file_sources_are_past_its_end(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    asm.files_caught_up = T0  # the fanotify reader is behind (a backlog)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.tick(T0 + 5.0)
+    assert cat.runs[1]["status"] == "running"  # its last writes may still be queued
+    asm.handle(FileEvent(T0 + 4.0, CLOSE_WRITE, f"{p}/out/final.pkl", pid=10))
+    asm.files_caught_up = T0 + 4.1
+    asm.tick(T0 + 4.2)
+    assert cat.runs[1]["status"] == "running"  # that event's grace window is still open
+    asm.tick(T0 + 6.0)
+    finish_hashes(asm, hasher, T0 + 6.0)
+    assert cat.runs[1]["status"] == "completed"
+    assert set(cat.io(1, "output")) == {"out/final.pkl"}
+
+
+def test_a_late_event_of_a_closed_runs_process_still_lands_on_that_run(project):
+    # A source stuck past the wait (or an event the kernel held back): the pid says whose.
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.tick(T0 + 2.0)
+    assert cat.runs[1]["status"] == "completed"
+    asm.handle(FileEvent(T0 + 3.0, CLOSE_WRITE, f"{p}/out/last.csv", pid=10))
+    asm.tick(T0 + 4.0)
+    finish_hashes(asm, hasher, T0 + 4.0)
+    assert set(cat.io(1, "output")) == {"out/last.csv"}
+    assert asm.stats.no_run == 0
+
+
+def test_a_reused_pid_is_the_new_process_not_the_closed_runs(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.tick(T0 + 2.0)
+    # pid 10 is now an editor's helper (not a run), seen by the process source
+    asm.handle(ProcExec(T0 + 3.0, info(10, ["vim", "notes.txt"], cwd="/", started=T0 + 3.0)))
+    asm.handle(FileEvent(T0 + 3.1, CLOSE_WRITE, f"{p}/notes.txt", pid=10))
+    asm.tick(T0 + 4.0)
+    finish_hashes(asm, hasher, T0 + 4.0)
+    assert cat.io(1, "output") == {}
+    assert asm.stats.no_run == 1  # counted, so `status` shows it
+
+
+def test_a_stuck_file_source_does_not_keep_runs_open_forever(project):
+    asm, cat, _ = make(project, pids_known=True)
+    asm.files_caught_up = T0
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.tick(T0 + 60)
+    assert cat.runs[1]["status"] == "running"
+    asm.tick(T0 + 200)
+    assert cat.runs[1]["status"] == "completed"
+
+
+# -- files changed while the agent was down -------------------------------------------
+
+
+def _reattached(asm, project, pid, started):
+    row = {"id": 1, "pid": pid, "pid_start": int(started * 100), "root_step": None,
+           "started_at": asm.clock.to_wall(started)}
+    asm.catalog.runs[1] = {"status": "running"}
+    asm.reattach(row, info(pid, ["python", "src/train.py"], cwd=str(project), started=started),
+                 [])
+
+
+def test_a_file_changed_while_down_lands_on_the_only_run_alive_then(project):
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _reattached(asm, project, 10, T0 - 30)
+    changed = int(asm.clock.to_wall(T0 - 2) * 1e9)  # while the agent was down
+    asm.handle(HashDone(T0 + 1, f"{project}/ckpt/epoch3.pt", fh("c", 3), size=1,
+                        mtime_ns=changed))
+    assert set(cat.io(1, "output")) == {"ckpt/epoch3.pt"}
+    assert asm.runs[0].files[f"{project}/ckpt/epoch3.pt"].basis == "rescan"
+
+
+def test_a_file_changed_while_down_is_nobodys_when_a_lost_run_may_have_written_it(project):
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _reattached(asm, project, 10, T0 - 30)
+    asm.note_lost(asm.clock.to_wall(T0 - 20))  # ended while down, alive from T0-20 on
+    changed = int(asm.clock.to_wall(T0 - 2) * 1e9)
+    asm.handle(HashDone(T0 + 1, f"{project}/out/b.txt", fh("b", 0), size=1, mtime_ns=changed))
+    assert cat.io(1, "output") == {}
+    assert asm.stats.no_run == 1
+
+
+def test_a_file_changed_before_the_reattached_run_started_is_not_its(project):
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _reattached(asm, project, 10, T0 - 5)
+    changed = int(asm.clock.to_wall(T0 - 8) * 1e9)
+    asm.handle(HashDone(T0 + 1, f"{project}/notes.md", fh("n", 0), size=1, mtime_ns=changed))
+    assert cat.io(1, "output") == {}
+
+
+def test_a_file_a_live_runs_process_holds_open_is_that_runs(project):
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _reattached(asm, project, 10, T0 - 30)
+    asm.note_lost(asm.clock.to_wall(T0 - 40))  # would leave it unclaimed by time alone
+    asm.handle(FdSeen(T0 + 0.5, 10, f"{project}/train.log", True))
+    changed = int(asm.clock.to_wall(T0 - 2) * 1e9)
+    asm.handle(HashDone(T0 + 1, f"{project}/train.log", fh("l", 0), size=1, mtime_ns=changed))
+    assert set(cat.io(1, "output")) == {"train.log"}
+
+
+def test_system_tools_a_library_starts_give_no_params(project):
+    # GitPython's `git version`, platform's `uname -p`: steps, but not the experiment's.
+    asm, cat, _ = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py", "data/a.csv", "--lr", "0.1"], project, T0)
+    for pid, argv in ((11, ["git", "version"]), (12, ["/bin/sh", "-c", "uname -p"]),
+                      (13, ["uname", "-p"])):
+        asm.handle(ProcExec(T0 + 0.1, info(pid, argv, ppid=10, cwd=p, started=T0 + 0.1,
+                                           exe="/usr/bin/" + argv[0].rsplit("/", 1)[-1])))
+    assert cat.params[1] == {"argv[1]": ("data/a.csv", "argv"), "lr": (0.1, "argv")}
+
+
+def test_a_sweep_wrapper_keys_each_jobs_params_by_its_step(project):
+    asm, cat, _ = make(project)
+    p = str(project)
+    (project / "sweep.py").write_text("")
+    exec_(asm, 10, ["python", "sweep.py"], project, T0)
+    asm.handle(ProcExec(T0 + 0.1, info(11, ["python", "src/train.py", "--lr", "0.1"], ppid=10,
+                                       cwd=p, started=T0 + 0.1)))
+    assert cat.params[1]["lr"] == (0.1, "argv")
+    asm.handle(ProcExec(T0 + 0.2, info(12, ["python", "src/train.py", "--lr", "0.01"], ppid=10,
+                                       cwd=p, started=T0 + 0.2)))
+    argv = {k: v for k, (v, src) in cat.params[1].items() if src == "argv"}
+    assert argv == {"src/train.py#1:lr": 0.1, "src/train.py#2:lr": 0.01}
