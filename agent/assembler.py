@@ -129,11 +129,18 @@ class Assembler(FileSide):
         # Processes of closed runs, by pid: an event of theirs that a backlog delayed
         # still lands on their run (until the pid is seen reused).
         self.gone: dict[int, Proc] = {}
+        # path -> when a process known to be no run's wrote it: a rename of it into
+        # place is that process's, not the run's alive then (fanotify tier).
+        self.outsider_writes: dict[str, float] = {}
         # pid -> file events of it still pending: a run with any is not closed yet
         # (under a backlog they carry times later than the run's end).
         self.pending_pids: Counter[int] = Counter()
         # Unix start times of runs that ended while the agent was down (`lost`).
         self.lost_starts: list[float] = []
+        # Unix time since which the project has been watched (its first run), set by the
+        # daemon: a file a scan finds changed after it is a change no run was seen to
+        # make, counted; before it, a file that was there before onlooker.
+        self.watched_since: float | None = None
 
     # -- entry points ---------------------------------------------------------
 
@@ -189,6 +196,8 @@ class Assembler(FileSide):
             else:
                 del self.fd_seen[path]
         self.moves = {c: m for c, m in self.moves.items() if now - m[1] < _COMPACT_EVERY}
+        self.outsider_writes = {k: t for k, t in self.outsider_writes.items()
+                                if now - t < _COMPACT_EVERY}
         self.gone = {pid: p for pid, p in self.gone.items()
                      if p.run is not None and p.run.ended_at is not None
                      and now - p.run.ended_at < _GONE_KEEP}
@@ -249,9 +258,6 @@ class Assembler(FileSide):
         """Adopt a run the catalog has open whose root process is still alive."""
         run = Run(db_id=row["id"], root_pid=info.pid, root_start=info.start_ticks, info=info,
                   started=info.started, reattached=True)
-        script = classify.script_of(info)
-        if script:
-            run.programs.add(script)
         step_id = row.get("root_step")
         if step_id is None:
             step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,
@@ -353,8 +359,6 @@ class Assembler(FileSide):
         mode = classify.parse_invocation(list(info.argv), info.exe).mode
         run.one_liner = mode == "command"
         script = classify.script_of(info)
-        if script:
-            run.programs.add(script)
         if mode != "script":
             script = None  # `python -m pkg.mod` may read its module from __pycache__ only
         if (not self.pids_known and script and self.ignore.inside(script)
@@ -405,7 +409,7 @@ class Assembler(FileSide):
                 run.log_paths.add(target)
                 self._record(run, target, write=True, step=step)
 
-    def _note_argv_paths(self, run: Run, info: ProcInfo) -> None:
+    def _note_argv_paths(self, run: Run, info: ProcInfo, *, outside: bool = True) -> None:
         cwd = info.cwd or str(self.project)
         for arg in info.argv[1:]:
             value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
@@ -414,7 +418,7 @@ class Assembler(FileSide):
             p = os.path.normpath(os.path.join(cwd, value))
             if self.ignore.inside(p) or os.path.exists(p):
                 run.argv_paths.add(p)
-            if (not self.ignore.inside(p) and self.ignore.named_ok(p)
+            if (outside and not self.ignore.inside(p) and self.ignore.named_ok(p)
                     and self.probes.is_file(p)):
                 # Named on the command line outside the project: an input wherever it
                 # lives, /tmp included (the tier may not see the read itself, e.g.
@@ -422,16 +426,14 @@ class Assembler(FileSide):
                 self._record(run, p, write=False, step=run.root_step, basis="argv",
                              named=True)
 
-    def _step_params(self, run: Run, info: ProcInfo) -> None:
-        """A step's argv adds params only where it runs project code: a library's `git
-        version` or `uname -a` says nothing about the experiment."""
-        foreign = self.cfg["watch"]["exclude"]
-        label = classify.project_code(info.argv, info.exe, cwd=info.cwd, project=self.project,
-                                      foreign=foreign)
+    def _step_params(self, run: Run, info: ProcInfo, label: str | None) -> None:
+        """A step's argv adds params only where it runs project code (`label`: its
+        project file): a library's `git version` says nothing about the experiment."""
         if label is None:
             return
         run.step_params.append((label, params.step_params(
-            info.argv, info.exe, cwd=info.cwd, project=self.project, foreign=foreign)))
+            info.argv, info.exe, cwd=info.cwd, project=self.project,
+            foreign=self.cfg["watch"]["exclude"])))
         merged = params.merge_step_params(run.root_params, run.step_params)
         before = {k for k, (_, src) in run.params.items() if src == "argv"}
         if before == set(merged) and all(run.params[k][0] == v for k, v in merged.items()):
@@ -463,10 +465,11 @@ class Assembler(FileSide):
         run.steps.append(proc.step)
         proc.argv = tuple(info.argv)
         proc.exe = info.exe
-        script = classify.script_of(info)
-        if script:
-            run.programs.add(script)
-        self._note_argv_paths(run, info)
+        label = classify.project_code(info.argv, info.exe, cwd=info.cwd, project=self.project,
+                                      foreign=self.cfg["watch"]["exclude"])
+        # A helper a library starts names its own files (a Jupyter kernel's connection
+        # file under $TMPDIR): only project code names the run's data.
+        self._note_argv_paths(run, info, outside=label is not None)
         self._note_stdio(run, info, proc.step)
         if exec_in_place and info.pid == run.root_pid and classify.is_shim(run.info.argv):
             # What the person typed ran through a shim: the program it handed over to is
@@ -474,7 +477,7 @@ class Assembler(FileSide):
             run.info = info
             self.catalog.update_run(run.db_id, command=secrets.redact_argv(list(info.argv)),
                                     exe=info.exe)
-        self._step_params(run, info)
+        self._step_params(run, info, label)
         if not run.has_python_env:
             # A shell script or make started the run: the first Python step's environment
             # is the one that matters.
@@ -521,7 +524,8 @@ class Assembler(FileSide):
         for run in self.runs:
             done = run.ended_at is not None and (
                 force_time or now >= run.ended_at + self.grace + SLACK)
-            if not done or self._has_pending_before(run) or self._sources_behind(run, now):
+            if not done or self._has_pending_before(run) or (
+                    not force_time and self._sources_behind(run, now)):
                 keep.append(run)
                 continue
             # Hash results still owed land on the run object after it is closed.

@@ -546,6 +546,13 @@ def _decide_interpreter(inv: Invocation, fam: str, info: ProcInfo, proj: str,
                     return True, f"{os.path.basename(target)} ({what}) runs a project file"
                 return False, what
         base = os.path.basename(target)
+        script = os.path.normpath(os.path.join(info.cwd or "/", os.path.expanduser(target)))
+        if fam == "bash" and not _inside(script, proj) and not _paths_inside(
+                inv.args, info.cwd, proj, exists=True):
+            # A job script kept outside the project that `cd`s into it (Slurm, cron, a
+            # driver): judged by what it runs there, which are runs of their own; what it
+            # does itself before (an edit of a config) is no run's.
+            return False, f"shell script {base} lies outside the project and names no file in it"
         if base in PACKAGING_SCRIPTS:
             return False, f"{base} packages or configures the project"
         if fam == "python" and os.path.basename(os.path.dirname(target)) in ("bin", "Scripts"):

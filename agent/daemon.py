@@ -99,6 +99,7 @@ class Agent:
             # The shell that ran `onlooker start` (and the CLI) are never runs.
             never=_ancestors_of_agent())
         self.assembler.load_latest(self.catalog.latest_versions())
+        self.assembler.watched_since = self.catalog.first_started()
         self._watched: frozenset[int] = frozenset()
         self.sources: list[Any] = []
         me = os.getpid()

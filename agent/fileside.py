@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from . import kinds, metrics, params, roles
@@ -29,6 +29,7 @@ from .events import (
     ProcExec,
 )
 from .hasher import PRIO_RUN
+from .metrics.logs import same_stream
 from .model import Run, Step
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,13 @@ class FileSide:
     recent: list[Run]
     procs: dict
     gone: dict
+    outsider_writes: dict
     pids_known: bool
     agent_started: float
     stat_rows: list
     stats: Any
     lost_starts: list
+    watched_since: float | None
     clock: Any
 
     def _on_fd(self, ev: FdSeen) -> None:
@@ -88,22 +91,18 @@ class FileSide:
 
     def _on_file(self, ev: FileEvent) -> None:
         path = ev.path
-        imported = False
         if "/__pycache__/" in path:
-            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE, CLOSE_WRITE):
+            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE):
                 return
             src = source_for_pyc(path)
             if src is None:
                 return
-            # Bytecode opened, or written by a first import: the source was executed.
-            path, imported = src, True
-            if ev.op == CLOSE_WRITE:
-                ev = replace(ev, op=CLOSE_NOWRITE)
+            path = src
         if ev.op == MOVED_FROM:
             self.moves[ev.cookie] = (path, ev.t)
             return
         if self.pids_known and ev.pid is None and ev.op not in (MOVED_TO, DELETE):
-            if ev.op == CREATE and not any(
+            if ev.op == CREATE and path not in self.outsider_writes and not any(
                     (u := r.files.get(path)) is not None and u.written for r in self.runs):
                 # A file that appeared in a folder watched too late (made and filled
                 # by a rename at once): the step that wrote in that folder made it.
@@ -144,8 +143,7 @@ class FileSide:
             if len(named) > 1 and len(named) == len(cands):
                 for r in named:
                     self._record(r, path, write=False, step=_step_at(r.steps, ev.t),
-                                 closed=ev.op == CLOSE_NOWRITE, seen=ev.t, basis="argv",
-                                 imported=imported)
+                                 closed=ev.op == CLOSE_NOWRITE, seen=ev.t, basis="argv")
                 return
         run, step, basis = self._attribute(ev, path) if ev.op != DELETE else (None, None, None)
         if log.isEnabledFor(logging.DEBUG):
@@ -164,6 +162,12 @@ class FileSide:
                     if run is None or self.pids_known:
                         run, step = r, use.last_writer or use.step
                         basis = basis or use.basis
+                elif src in self.outsider_writes or path in self.outsider_writes:
+                    # Written by a process of no run (a job script's `sed -i` before it
+                    # starts the run; fanotify may name the write by the file's new
+                    # name): the rename is that process's too, not a run's.
+                    self.outsider_writes.pop(src, None)
+                    run, step, basis = None, None, None
             self._record(run, path, write=True, step=step, closed=True, basis=basis)
             return
         if ev.op == DELETE:
@@ -175,10 +179,11 @@ class FileSide:
             # made it, and its version says what it was.
             return
 
+        if write and run is None and ev.pid is not None:
+            self.outsider_writes[path] = ev.t
         if write or read:
             self._record(run, path, write=write, step=step, seen=ev.t,
-                         closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis,
-                         imported=imported)
+                         closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis)
 
     def _folder_writer(self, path: str, t: float) -> tuple[Run, Step | None] | None:
         folder = os.path.dirname(path)
@@ -245,7 +250,7 @@ class FileSide:
 
     def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
                 closed: bool = False, seen: float = 0.0, basis: str | None = None,
-                named: bool = False, imported: bool = False) -> None:
+                named: bool = False) -> None:
         """A run (or no run) read or wrote `path`. `closed`: the writer closed it (or
         renamed it into place), so it is complete and needs no quiet period. `seen`:
         when the read was seen (0: unknown, as for a path named in argv). `basis`: how
@@ -263,8 +268,6 @@ class FileSide:
         use = run.use(path)
         if use.basis is None:
             use.basis = basis
-        if imported:
-            use.imported = True
         step = step or run.root_step
         if step is not None and use.step is None:
             use.step = step
@@ -356,9 +359,12 @@ class FileSide:
         if any(ev.path in r.log_paths for r in runs_writing):
             kind = "log"  # where the run's stdout or stderr went
         producer = runs_writing[-1].db_id if runs_writing and not meta_w else None
-        if not runs_writing and not runs_reading and inside:
+        if not runs_writing and not runs_reading and inside and (
+                any(w.write for w in waiters) or rel in self.latest
+                or (self.watched_since is not None and changed > self.watched_since)):
             # A person's edit, a checkout, or a file whose run could not be told: said in
-            # `status`, so a loss never hides.
+            # `status`, so a loss never hides (a file a scan finds for the first time is
+            # none of these).
             self.stats.no_run += 1
             log.info("versioned with no run: %s", rel)
         vid = self.catalog.add_version(rel, hash=ev.hash, size=ev.size, mtime_ns=ev.mtime_ns,
@@ -376,12 +382,11 @@ class FileSide:
                 else:
                     self._link(run, ev.path, vid, "output", step,
                                producer_set=run.db_id == producer)
-            if not meta_w:
-                if not self._framework_params(run, rel, ev):
-                    self._metrics_from(run, rel, ev, kind)
+            if not self._framework_params(run, rel, ev) and not meta_w:
+                self._metrics_from(run, rel, ev, kind)
         for run in dict.fromkeys(runs_reading):
             use = run.use(ev.path)
-            role = "meta" if meta_r else self._read_role(run, ev.path, use, kind)
+            role = "meta" if meta_r else "code" if kind in ("code", "notebook") else "input"
             if use.read_vid is None:
                 use.read_vid, use.read_role = vid, role
             for step, how in list(use.steps.items()):
@@ -393,16 +398,6 @@ class FileSide:
                     self._link(run, ev.path, vid, role, step)
             if kind == "config" and ev.stored and role != "meta":
                 self._config_params(run, rel, ev.hash)
-
-    def _read_role(self, run: Run, path: str, use, kind: str) -> str:
-        """`code` for what the run executed, else `input`; a Python source that was
-        neither a program the run started nor imported (its bytecode opened or
-        written) was read as bytes by a library (code saving, inspect): a tool's read."""
-        if kind not in ("code", "notebook"):
-            return "input"
-        if not path.endswith(".py") or use.imported or path in run.programs:
-            return "code"
-        return "meta"
 
     def _link_meta(self, run: Run, path: str, vid: int, access: str, step: Step | None
                    ) -> None:
@@ -432,15 +427,25 @@ class FileSide:
         if found is None:
             return False
         if found:
-            folder = params.framework_run_dir(rel)
-            if folder is not None:
-                run.framework_dirs.setdefault(folder, len(run.framework_dirs))
-            # A multirun writes one such folder per job: keyed by job, stable across runs.
-            prefix = (f"job{os.path.basename(folder)}:" if folder is not None
-                      and len(run.framework_dirs) > 1 else "")
-            for k, v in found.items():
-                run.params[prefix + k] = (v, "framework")
-            self.catalog.set_params(run.db_id, run.params)
+            folder = params.framework_run_dir(rel) or ""
+            run.framework_found.setdefault(folder, {}).update(found)
+            # The composed config is better than the sources it merged: their
+            # `file:key` params (stale group defaults among them) go; a multirun writes
+            # one folder per job, so then each job's keys carry its folder's name.
+            drop = [k for k, (_, src) in run.params.items() if src not in ("argv", "env")]
+            for k in drop:
+                del run.params[k]
+            # The argv as typed comes back where a first job's key had replaced it (a
+            # sweep's `lr=0.1,0.01`).
+            run.params.update({k: (v, "argv") for k, v in params.merge_step_params(
+                run.root_params, run.step_params).items()})
+            several = len(run.framework_found) > 1
+            for where, got in run.framework_found.items():
+                prefix = f"job{os.path.basename(where)}:" if several and where else ""
+                for k, v in got.items():
+                    run.params[prefix + k] = (v, "framework")
+            run.composed = True
+            self.catalog.set_params(run.db_id, run.params, drop=drop)
         return True
 
     def _rescan_claim(self, path: str, changed: float) -> Run | None:
@@ -483,7 +488,8 @@ class FileSide:
                     self.catalog.unlink(run.db_id, old, old_role, sid)
         elif (vid, sid) in run.produced:
             return  # the step read back what it wrote: no input
-        self.catalog.link(run.db_id, vid, role, step_id=sid, producer_set=producer_set)
+        self.catalog.link(run.db_id, vid, role, step_id=sid, producer_set=producer_set,
+                          basis=use.basis)
         use.links[(role, sid)] = vid
 
     def _metrics_from(self, run: Run, rel: str, ev: HashDone, kind: str) -> None:
@@ -504,6 +510,8 @@ class FileSide:
         if data is None:
             return
         found = metrics.parse(rel, data, kind=kind, limits=lim)
+        if kind == "log":
+            found = self._once_per_stream(run, rel, data, found)
         if found or kind in ("metrics", "log") or self.catalog.has_metrics(run.db_id, rel):
             # also when empty: a rewritten file replaces the rows it gave before
             self.catalog.set_metrics(run.db_id, rel, found)
@@ -512,7 +520,23 @@ class FileSide:
             run.noted.add(rel)
             log.warning("run %d: %s (%s)", run.db_id, note, rel)
 
+    def _once_per_stream(self, run: Run, rel: str, data: bytes, found: list) -> list:
+        """One stream written to two places (stdout redirected to a file, and a logger's
+        file handler) is parsed once: the copy with more points keeps the series."""
+        for other, (odata, count) in list(run.log_texts.items()):
+            if other == rel or not found or not same_stream(data, odata):
+                continue
+            if len(found) <= count:
+                found = []
+            else:
+                self.catalog.set_metrics(run.db_id, other, [])
+                run.log_texts[other] = (odata, 0)
+        run.log_texts[rel] = (data, len(found))
+        return found
+
     def _config_params(self, run: Run, rel: str, h: str) -> None:
+        if run.composed:
+            return  # a framework's composed config already gave the run's params
         limit = int(self.cfg["params"]["config_max_bytes"])
         data = self.probes.read_object(h)
         if data is None or len(data) > limit:

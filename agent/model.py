@@ -34,7 +34,6 @@ class Use:
     read_vid: int | None = None  # the version the run read, once hashed
     read_role: str = "input"
     basis: str | None = None  # how the run was found to have used it (records.BASES)
-    imported: bool = False  # a Python source whose bytecode was opened or written
 
 
 @dataclass(eq=False)
@@ -73,8 +72,11 @@ class Run:
     # (label, params) in start order: the run's argv params are merged from these.
     root_params: dict[str, object] = field(default_factory=dict)
     step_params: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    programs: set[str] = field(default_factory=set)  # scripts its steps ran (absolute)
-    framework_dirs: dict[str, int] = field(default_factory=dict)  # Hydra job folders seen
+    # per job folder ("" where none), the params a framework's composed config gave
+    framework_found: dict[str, dict[str, object]] = field(default_factory=dict)
+    # log file -> (its text, points it gave): a stream written twice is parsed once
+    log_texts: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    composed: bool = False  # a framework wrote the config it composed (params from it)
     reattached: bool = False  # adopted at the agent's start: alive while it was down
 
     def use(self, path: str) -> Use:

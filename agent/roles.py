@@ -153,8 +153,8 @@ BUILTIN: tuple[Rule, ...] = (
     _m(".vscode/", "an IDE's project settings"),
     _m(".onlooker/", "onlooker's own store"),
     # -- tracking stores' bookkeeping ------------------------------------------------------------
-    _m("**/mlruns/**", "MLflow's file store: meta.yaml, tags and params files per run"),
-    _a("**/mlruns/**/metrics/**", "the metric histories MLflow keeps: the run's metrics"),
+    _m("**/mlruns/**", "MLflow's file store: meta.yaml, tags, params and metric files per"
+       " run (what it holds was the run's argv, configs and logs first)"),
     _a("**/mlruns/**/artifacts/**", "what the run logged to MLflow: models, plots, files"),
     _m("mlflow.db*", "MLflow's SQLite tracking store and its journal"),
     _m("**/wandb/**", "W&B's run folders: run records, debug logs, copies of settings"),
@@ -164,8 +164,8 @@ BUILTIN: tuple[Rule, ...] = (
     _a("**/dvclive/plots/**", "DVCLive's metric histories and images: the run's"),
     _m("**/.neptune/**", "Neptune's offline run store"),
     _m("**/.aim/**", "Aim's run repository"),
-    _m("**/.hydra/hydra.yaml", "Hydra's own settings for the job (launcher, paths, logging)"),
-    # (.hydra/config.yaml and overrides.yaml are the run's effective params: assets)
+    _m("**/.hydra/**", "Hydra's record of the job: its settings, and the composed config"
+       " and overrides, which become the run's params (not files to compare)"),
     _m("**/multirun.yaml", "Hydra's record of a sweep's settings"),
 )
 

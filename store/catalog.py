@@ -340,6 +340,12 @@ class Catalog(TelemetryMixin, MetricsMixin):
             cur = self._execute("INSERT INTO envs (hash, data) VALUES (?, ?)", (digest, text))
         return int(cur.lastrowid or 0)
 
+    def first_started(self) -> float | None:
+        """Unix time the first run began: the project has been watched since (None: no
+        run yet)."""
+        row = self._execute("SELECT min(started_at) FROM runs").fetchone()
+        return row[0] if row and row[0] is not None else None
+
     def open_runs(self) -> list[dict]:
         """Runs still marked running, for the agent to re-attach or close after a restart."""
         rows = self._execute("SELECT id, pid, pid_start, started_at, hostname FROM runs"

@@ -147,7 +147,7 @@ class FakeIgnore:
 
 def info(pid: int, argv: list[str], *, ppid: int = 1, cwd: str, started: float,
          ancestors: tuple[int, ...] = (), exe: str | None = "/usr/bin/python3",
-         environ: tuple = ()) -> ProcInfo:
+         environ: tuple = (), stdio: tuple = (None, None)) -> ProcInfo:
     return ProcInfo(pid=pid, ppid=ppid, argv=tuple(argv), cwd=cwd, exe=exe, uid=0,
                     start_ticks=int(started * 100), started=started,
-                    ancestors=ancestors or (ppid,), environ=environ)
+                    ancestors=ancestors or (ppid,), environ=environ, stdio=stdio)

@@ -895,6 +895,7 @@ def test_a_file_changed_while_down_is_nobodys_when_a_lost_run_may_have_written_i
     asm.agent_started = T0
     _reattached(asm, project, 10, T0 - 30)
     asm.note_lost(asm.clock.to_wall(T0 - 20))  # ended while down, alive from T0-20 on
+    asm.watched_since = asm.clock.to_wall(T0 - 30)
     changed = int(asm.clock.to_wall(T0 - 2) * 1e9)
     asm.handle(HashDone(T0 + 1, f"{project}/out/b.txt", fh("b", 0), size=1, mtime_ns=changed))
     assert cat.io(1, "output") == {}
@@ -945,3 +946,76 @@ def test_a_sweep_wrapper_keys_each_jobs_params_by_its_step(project):
                                        cwd=p, started=T0 + 0.2)))
     argv = {k: v for k, (v, src) in cat.params[1].items() if src == "argv"}
     assert argv == {"src/train.py#1:lr": 0.1, "src/train.py#2:lr": 0.01}
+
+
+def test_stopping_closes_ended_runs_whatever_the_sources_said(project):
+    # The sources are stopped first and have passed on all they held: drain closes.
+    asm, cat, _ = make(project, pids_known=True)
+    asm.files_caught_up = T0
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.drain(T0 + 0.6)
+    assert cat.runs[1]["status"] == "completed"
+
+
+def test_a_file_a_non_run_wrote_and_renamed_is_not_the_next_runs(project):
+    # A job script outside the project: `sed -i s/a/b/ config.yaml` (a temp file renamed
+    # over the config), then `python train.py`, which reads it.
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(20, ["sed", "-i", "s/a/b/", "config.yaml"], cwd=p,
+                                 started=T0, exe="/usr/bin/sed")))
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_WRITE, f"{p}/sedX1a2b3", pid=20))
+    exec_(asm, 10, ["python", "src/train.py"], project, T0 + 0.02)
+    asm.handle(FileEvent(T0 + 0.025, CLOSE_WRITE, f"{p}/model.pkl", pid=10))
+    asm.handle(FileEvent(T0 + 0.01, CREATE, f"{p}/sedX1a2b3"))  # inotify's, read late
+    asm.handle(FileEvent(T0 + 0.03, MOVED_FROM, f"{p}/sedX1a2b3", cookie=7))
+    asm.handle(FileEvent(T0 + 0.03, MOVED_TO, f"{p}/config.yaml", cookie=7))
+    asm.handle(FileEvent(T0 + 0.05, CLOSE_NOWRITE, f"{p}/config.yaml", pid=10))
+    asm.tick(T0 + 2)
+    finish_hashes(asm, hasher, T0 + 2)
+    assert set(cat.io(1, "output")) == {"model.pkl"}
+    assert set(cat.io(1, "input")) == {"config.yaml"}
+
+
+def test_each_link_carries_the_basis_of_its_attribution(project):
+    asm, cat, hasher = make(project)  # no pids: the window, argv and fd samples tell
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py", "data/x.csv"], project, T0)
+    asm.handle(FileEvent(T0 + 0.02, CLOSE_NOWRITE, f"{p}/data/x.csv"))
+    asm.handle(FileEvent(T0 + 0.03, CLOSE_WRITE, f"{p}/model.pkl"))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    got = {cat.versions[v]["path"]: cat.basis[(r, v, ro, s)] for r, v, ro, s in cat.links}
+    assert got == {"data/x.csv": "window", "model.pkl": "window"}
+
+
+def test_one_stream_in_stdout_and_a_log_file_is_parsed_once(project):
+    lines = [f"epoch={i} loss={1 / (i + 1):.4f} acc={0.5 + i / 20:.3f}" for i in range(5)]
+    (project / "logs").mkdir()
+    (project / "out.log").write_text("".join(ln + "\n" for ln in lines))  # stdout, redirected
+    (project / "logs" / "train.log").write_text(  # the same logger's file handler
+        "".join(f"2026-12-01 10:00:0{i},000 - INFO - {ln}\n" for i, ln in enumerate(lines)))
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    asm.handle(ProcExec(T0, info(10, ["python", "src/train.py"], cwd=p, started=T0,
+                                 stdio=(f"{p}/out.log", None))))
+    for name in ("out.log", "logs/train.log"):
+        asm.handle(FileEvent(T0 + 0.1, CLOSE_WRITE, f"{p}/{name}", pid=10))
+    asm.tick(T0 + 1)
+    for path in list(hasher.requests):
+        hasher.requests.remove(path)
+        data = open(path, "rb").read()
+        asm.handle(HashDone(T0 + 1, path, fh(path, 0), size=len(data), head=data))
+    series = {src: ms for r, src, ms in cat.metrics if r == 1 and ms}
+    assert len(series) == 1, sorted(series)
+
+
+def test_files_there_before_onlooker_are_not_counted_as_changes_no_run_made(project):
+    asm, cat, _ = make(project)  # a fresh project: no run yet, the first scan
+    old = int(asm.clock.to_wall(T0 - 3600) * 1e9)
+    asm.handle(HashDone(T0, f"{project}/data/raw.csv", fh("raw", 0), size=1, mtime_ns=old))
+    assert asm.stats.no_run == 0 and len(cat.versions) == 1
+    asm.handle(HashDone(T0 + 1, f"{project}/data/raw.csv", fh("raw", 1), size=1,
+                        mtime_ns=int(asm.clock.to_wall(T0 + 0.5) * 1e9)))  # edited since
+    assert asm.stats.no_run == 1

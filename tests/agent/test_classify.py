@@ -261,3 +261,24 @@ def test_project_code_labels(project: Path) -> None:
     venv_script = ["python", ".venv/t.py"]
     assert project_code(venv_script, cwd=p, project=project) is None
     assert project_code(venv_script, cwd=p, project=project, foreign=()) == ".venv/t.py"
+
+
+def test_a_job_script_outside_the_project_that_cds_into_it_is_no_run(tmp_path):
+    # Seen by polling after its `cd`: cwd in the project, the script outside it.
+    from onlooker.agent import config as config_mod
+
+    project = tmp_path / "proj"
+    (project / ".onlooker").mkdir(parents=True)
+    (project / "data.csv").write_text("a\n")
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    cfg = config_mod.load(project)
+
+    def judged(argv):
+        return is_run(ProcInfo(pid=5, ppid=1, argv=tuple(argv), cwd=str(project),
+                               exe="/bin/bash", uid=0, start_ticks=1, started=1.0),
+                      project, cfg)[0]
+
+    assert not judged(["bash", str(jobs / "job.sh")])
+    assert judged(["bash", str(jobs / "job.sh"), "data.csv"])  # it names a project file
+    assert judged(["bash", "run.sh"])  # a project script

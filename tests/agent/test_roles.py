@@ -48,7 +48,7 @@ CASES = [
     ("mlruns/0/4f2a/tags/mlflow.user", W, "meta"), ("mlruns/0/4f2a/params/lr", W, "meta"),
     ("mlruns/0/4f2a/params/n_estimators", W, "meta"), ("src/mlruns/0/4f2a/params/lr", W, "meta"),
     ("mlruns/.trash/x", W, "meta"), ("mlruns/models/clf/meta.yaml", W, "meta"),
-    ("mlruns/0/4f2a/metrics/loss", W, "asset"), ("mlruns/0/4f2a/metrics/val_acc", W, "asset"),
+    ("mlruns/0/4f2a/metrics/loss", W, "meta"), ("mlruns/0/4f2a/metrics/val_acc", W, "meta"),
     ("mlruns/0/4f2a/artifacts/model/model.pkl", W, "asset"),
     ("mlruns/0/4f2a/artifacts/model/MLmodel", W, "asset"),
     ("mlruns/0/4f2a/artifacts/model/requirements.txt", W, "asset"),
@@ -67,10 +67,10 @@ CASES = [
     ("dvclive/plots/images/confusion.png", W, "asset"), ("dvclive/dvc.yaml", W, "meta"),
     ("dvclive/params.yaml", W, "meta"), ("dvclive/report.html", W, "meta"),
     ("dvclive/model.pt.dvc", W, "meta"),
-    # Hydra: hydra.yaml is Hydra's; config.yaml and overrides.yaml are the run's params
+    # Hydra: its .hydra/ record is meta (the composed config becomes params, not a file)
     ("outputs/2024-01-01/12-00-00/.hydra/hydra.yaml", W, "meta"),
-    ("outputs/2024-01-01/12-00-00/.hydra/config.yaml", W, "asset"),
-    ("outputs/2024-01-01/12-00-00/.hydra/overrides.yaml", W, "asset"),
+    ("outputs/2024-01-01/12-00-00/.hydra/config.yaml", W, "meta"),
+    ("outputs/2024-01-01/12-00-00/.hydra/overrides.yaml", W, "meta"),
     ("multirun/2024-01-01/12-00-00/multirun.yaml", W, "meta"),
     # Lightning, TensorBoard, Hugging Face: assets
     ("lightning_logs/version_3/hparams.yaml", W, "asset"),
