@@ -349,7 +349,7 @@ def _settled(project: Path) -> bool:
 WEIRD = '''
 import os, socket, sys, threading, time
 time.sleep(0.15)  # the poll tier is promised to see processes of 100 ms and more
-outside = sys.argv[1]
+outside = os.environ["OUTSIDE"]  # not argv: a file argv names is an input wherever it is
 with open("data/in.csv") as f:
     rows = f.read()
 os.makedirs("out", exist_ok=True)
@@ -413,7 +413,8 @@ def test_weird_files_do_not_stop_the_agent_and_links_are_not_followed(tmp_path, 
         doomed.write_bytes(b"d" * (8 << 20))
         time.sleep(0.25)
         doomed.unlink()
-        subprocess.run([sys.executable, "src/weird.py", str(secret)], cwd=project, check=True)
+        subprocess.run([sys.executable, "src/weird.py"], cwd=project, check=True,
+                       env={**os.environ, "OUTSIDE": str(secret)})
         wait_for(lambda: _settled(project), timeout=60)
         st = status_json(project)
         assert st["running"] and st["responsive"] and st["state"] == "watching", st
