@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -370,7 +371,8 @@ class Assembler(FileSide):
         step_id = self.catalog.add_step(db_id, pid=info.pid, ppid=info.ppid, parent_step_id=None,
                                         argv=secrets.redact_argv(argv), cwd=info.cwd,
                                         exe=info.exe, started_at=self.clock.to_wall(info.started))
-        run.root_step = Step(step_id, info.pid, None, info.started)
+        run.root_step = Step(step_id, info.pid, None, info.started,
+                             helper=classify.is_manager_helper(info.argv))
         run.steps.append(run.root_step)
         self._join(run, info, run.root_step)
         self._run_context(run, info)
@@ -448,21 +450,28 @@ class Assembler(FileSide):
         if run is None:
             return
         parent = proc.step
-        if exec_in_place and proc.step is not None and proc.step.pid == info.pid:
+        if proc.step is not None and proc.step.helper:
+            if not self._helper_handed_over(run, info, proc, exec_in_place=exec_in_place):
+                return
+        elif exec_in_place and proc.step is not None and proc.step.pid == info.pid:
             self.catalog.update_step(proc.step.db_id, status="ended",
                                      ended_at=self.clock.to_wall(self._now_seen))
             proc.step.ended = True
             proc.step.ended_t = proc.step.last_alive = self._now_seen
             parent = proc.step.parent or proc.step
-        # an exec in place starts a new program now; a new process started at its fork
-        started = info.started if not exec_in_place else max(info.started, self._now_seen)
-        step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,
-                                        parent_step_id=parent.db_id if parent else None,
-                                        argv=secrets.redact_argv(list(info.argv)),
-                                        cwd=info.cwd, exe=info.exe,
-                                        started_at=self.clock.to_wall(started))
-        proc.step = Step(step_id, info.pid, parent, started)
-        run.steps.append(proc.step)
+        if proc.step is None or not proc.step.helper or proc.step.pid != info.pid:
+            # an exec in place starts a new program now; a new process started at its fork
+            started = info.started if not exec_in_place else max(info.started, self._now_seen)
+            step_id = self.catalog.add_step(run.db_id, pid=info.pid, ppid=info.ppid,
+                                            parent_step_id=parent.db_id if parent else None,
+                                            argv=secrets.redact_argv(list(info.argv)),
+                                            cwd=info.cwd, exe=info.exe,
+                                            started_at=self.clock.to_wall(started))
+            proc.step = Step(step_id, info.pid, parent, started,
+                             helper=classify.is_manager_helper(info.argv))
+            run.steps.append(proc.step)
+        else:
+            proc.step.helper = False  # the shim's step is the program it handed over to
         proc.argv = tuple(info.argv)
         proc.exe = info.exe
         label = classify.project_code(info.argv, info.exe, cwd=info.cwd, project=self.project,
@@ -471,7 +480,8 @@ class Assembler(FileSide):
         # file under $TMPDIR): only project code names the run's data.
         self._note_argv_paths(run, info, outside=label is not None)
         self._note_stdio(run, info, proc.step)
-        if exec_in_place and info.pid == run.root_pid and classify.is_shim(run.info.argv):
+        if exec_in_place and info.pid == run.root_pid and classify.is_manager_helper(
+                run.info.argv):
             # What the person typed ran through a shim: the program it handed over to is
             # the run's command.
             run.info = info
@@ -485,6 +495,20 @@ class Assembler(FileSide):
             if env and "python" in env:
                 self.catalog.update_run(run.db_id, env_id=self.catalog.put_env(env))
                 run.has_python_env = True
+
+    def _helper_handed_over(self, run: Run, info: ProcInfo, proc: Proc, *,
+                            exec_in_place: bool) -> bool:
+        """A program seen under a version manager's shim: pyenv's `bash .../pyenv exec`
+        runs 30-odd helpers (`pyenv-which`, `readlink`) and then execs the real program
+        in place. The helpers are no steps; the program takes the shim's step (its argv,
+        exe, cwd) and the rest of `_new_step` applies to it. False: a helper, done."""
+        proc.argv, proc.exe = tuple(info.argv), info.exe
+        if not exec_in_place or proc.step is None or proc.step.pid != info.pid \
+                or classify.is_manager_helper(info.argv):
+            return False
+        self.catalog.update_step(proc.step.db_id, argv=secrets.redact_argv(list(info.argv)),
+                                 cwd=info.cwd, exe=info.exe)
+        return True
 
     def _on_fork(self, ev: ProcFork) -> None:
         self.gone.pop(ev.child_pid, None)
@@ -509,6 +533,7 @@ class Assembler(FileSide):
         if proc.step is not None and proc.step.pid == ev.pid and not proc.step.ended:
             proc.step.ended = True
             proc.step.ended_t = ev.t
+            proc.step.signal = ev.signal
             proc.step.last_alive = ev.after if ev.after is not None else ev.t
             self.catalog.update_step(proc.step.db_id, status=status, exit_code=ev.exit_code,
                                      signal=ev.signal, ended_at=self.clock.to_wall(ev.t))
@@ -535,6 +560,16 @@ class Assembler(FileSide):
         # Closed runs stay candidates for files a rescan finds a little later.
         self.recent = [r for r in self.recent if r.ended_at is None
                        or now - r.ended_at < _RECENT]
+
+    def _stopped_helpers(self, run: Run) -> None:
+        """In a run that completed, a step its parent stopped with a signal (spawn Pool
+        workers terminated at the end of a `with Pool()`) is `stopped`, not `failed`."""
+        for st in run.steps:
+            parent = st.parent
+            if (st.signal in _STOP_SIGNALS and parent is not None and st is not run.root_step
+                    and st.ended_t is not None
+                    and (parent.ended_t is None or parent.ended_t >= st.ended_t)):
+                self.catalog.update_step(st.db_id, status="stopped")
 
     def _sources_behind(self, run: Run, now: float) -> bool:
         """The file sources have not yet passed on everything from before the run's end."""
@@ -570,12 +605,20 @@ class Assembler(FileSide):
                                              ended_at=self.clock.to_wall(run.ended_at or ended))
                 del self.procs[pid]
                 self.gone[pid] = p
+        if status == "completed":
+            self._stopped_helpers(run)
         self.catalog.update_run(run.db_id, status=status, exit_code=code, signal=sig,
                                 ended_at=self.clock.to_wall(ended) if ended is not None else None)
         self.stats.runs_finished += 1
         log.info("run %d %s (exit %s, signal %s)", run.db_id, status, code, sig)
 
     # -- files ----------------------------------------------------------------
+
+
+# Signals a program sends to stop a helper it started (a Pool's terminate, a library's
+# timeout): a step ended by one while its parent went on is no failure of the run.
+_STOP_SIGNALS = frozenset((signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP,
+                           signal.SIGPIPE))
 
 
 def _status(code: int | None, sig: int | None) -> str:

@@ -394,6 +394,23 @@ def is_onlooker(argv: list[str] | tuple[str, ...], exe: str | None = None) -> bo
     return bool(argv) and _is_onlooker(parse_invocation(argv, exe), argv)
 
 
+def is_manager_helper(argv: list[str] | tuple[str, ...]) -> bool:
+    """A version manager's shim or helper (``pyenv exec``, ``pyenv-which``, also through
+    ``/usr/bin/env bash ...``): plumbing between what the person typed and the real
+    program, never a step of its own."""
+    argv = list(argv)
+    if argv and os.path.basename(argv[0]) == "env":
+        argv = argv[1:]
+        while argv and (argv[0].startswith("-") or "=" in argv[0]):
+            argv = argv[1:]
+    if not argv or not is_shim(argv):
+        return False
+    # The real interpreters live under the manager's folder too (~/.pyenv/versions/...,
+    # ~/.asdf/installs/...): those are the program, not plumbing.
+    first = 1 if _family(program_name(argv, None)) == "bash" and len(argv) > 1 else 0
+    return not any(d in argv[first] for d in ("/versions/", "/installs/"))
+
+
 def is_shim(argv: list[str] | tuple[str, ...]) -> bool:
     """Whether this command line is a version manager's shim (pyenv's `python3` is
     `bash .../libexec/pyenv exec python3 ...`), which execs the real program in place."""

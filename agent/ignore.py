@@ -228,13 +228,16 @@ class Ignore:
         return _regular(p)
 
     def named_ok(self, abs_path: str) -> bool:
-        """Whether a file outside the project that a run's argv names is its input:
-        anywhere (/tmp, /var and the ignored prefixes included) but the kernel's views
-        and installed software, which a command line names as tools, not as data."""
+        """Whether a file outside the project that a run's argv names is its input: where
+        `outside_ok` says so, and also in scratch space (/tmp, /var/tmp, /dev/shm,
+        /scratch: cluster jobs stage data in $TMPDIR), but never installed software (a
+        shim, an interpreter), which a command line names as a tool, not as data."""
         p = os.fspath(abs_path)
-        if not p.startswith("/") or p.startswith(("/proc/", "/sys/", "/dev/", "/run/")):
-            return False
-        return self._not_software(p) and _regular(p)
+        if p.startswith(_SCRATCH):
+            return self._not_software(p) and _regular(p)
+        if p.startswith(("/proc/", "/sys/", "/dev/")):
+            return False  # the kernel's views, whatever the config says
+        return self.outside_ok(p)
 
     def _not_software(self, p: str) -> bool:
         if "/site-packages/" in p or "/dist-packages/" in p:
@@ -271,3 +274,8 @@ def _regular(p: str) -> bool:
         return stat.S_ISREG(os.stat(p).st_mode)
     except OSError:
         return False
+
+
+# Scratch space outside the project: ignored for reads a run makes on its own (caches,
+# lock files), but a file the run's argv names there is its data.
+_SCRATCH = ("/tmp/", "/var/tmp/", "/dev/shm/", "/scratch/", "/var/scratch/")

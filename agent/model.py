@@ -18,6 +18,8 @@ class Step:
     ended: bool = False
     ended_t: float | None = None  # when its end was seen
     last_alive: float = float("inf")  # polling: still alive then (it ended after)
+    helper: bool = False  # a version manager's shim or helper: its children are no steps
+    signal: int | None = None  # the signal that ended it, if any
 
 
 @dataclass(eq=False)

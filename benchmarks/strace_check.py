@@ -272,8 +272,11 @@ def expected(proj: Project, steps: list[TStep]) -> dict:
     """Project-relative sets of the run and of each step: inputs, outputs, code."""
 
     def sets(reads, writes, gone):
-        outs = {r for p in writes if p not in gone and (r := proj.rel(p))
-                and (proj.root / r).is_file()}
+        # A bytecode cache an import writes is the interpreter's, not an output of the
+        # source it stands for (with no cache yet, as in a fresh clone, every import
+        # writes one).
+        outs = {r for p in writes if p not in gone and "/__pycache__/" not in p
+                and (r := proj.rel(p)) and (proj.root / r).is_file()}
         ins = {r for p in reads if (r := proj.rel(p)) and (proj.root / r).is_file()} - outs
         code = {r for r in ins if code_like(r)}
         return {"inputs": ins - code, "outputs": outs, "code": code}

@@ -1019,3 +1019,46 @@ def test_files_there_before_onlooker_are_not_counted_as_changes_no_run_made(proj
     asm.handle(HashDone(T0 + 1, f"{project}/data/raw.csv", fh("raw", 1), size=1,
                         mtime_ns=int(asm.clock.to_wall(T0 + 0.5) * 1e9)))  # edited since
     assert asm.stats.no_run == 1
+
+
+def test_a_shims_helpers_are_no_steps_and_the_program_takes_its_step(project):
+    # pyenv: `python3` is `bash shims/python3`, which execs `env bash libexec/pyenv exec`,
+    # which runs pyenv-which, readlink... (30-odd processes) and execs the real python.
+    asm, cat, _ = make(project, pids_known=True)
+    p = str(project)
+    (project / "train.py").write_text("print(1)\n")
+    asm.handle(ProcExec(T0, info(10, ["bash", "/root/.pyenv/shims/python3", "train.py"],
+                                 cwd=p, started=T0, exe="/bin/bash")))
+    asm.handle(ProcExec(T0 + 0.01, info(10, ["/usr/bin/env", "bash", "/root/.pyenv/libexec/pyenv",
+                                             "exec", "python3", "train.py"], cwd=p, started=T0,
+                                        exe="/usr/bin/env")))
+    for pid, argv in ((11, ["bash", "/root/.pyenv/libexec/pyenv-which", "python3"]),
+                      (12, ["/usr/bin/readlink", "pyenv"])):
+        asm.handle(ProcExec(T0 + 0.02, info(pid, argv, ppid=10, cwd=p, started=T0 + 0.02,
+                                            exe="/bin/bash")))
+        asm.handle(ProcExit(T0 + 0.03, pid, exit_code=1))
+    real = ["/root/.pyenv/versions/3.11.7/bin/python3", "train.py"]
+    asm.handle(ProcExec(T0 + 0.05, info(10, real, cwd=p, started=T0)))
+    asm.handle(ProcExec(T0 + 0.06, info(13, ["git", "version"], ppid=10, cwd=p,
+                                        started=T0 + 0.06, exe="/usr/bin/git")))
+    asm.handle(ProcExit(T0 + 0.07, 13, exit_code=0))
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.tick(T0 + 2)
+    assert [s["argv"] for s in cat.steps.values()] == [real, ["git", "version"]]
+    assert cat.runs[1]["command"] == real and cat.runs[1]["status"] == "completed"
+
+
+def test_helpers_a_completed_run_stopped_with_a_signal_are_not_failures(project):
+    asm, cat, _ = make(project, pids_known=True)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    worker = ["python", "-B", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"]
+    for pid in (11, 12):
+        asm.handle(ProcExec(T0 + 0.1, info(pid, worker, ppid=10, cwd=p, started=T0 + 0.1)))
+    asm.handle(ProcExit(T0 + 0.4, 11, signal=15))  # Pool.terminate() at the end of `with`
+    asm.handle(ProcExit(T0 + 0.4, 12, exit_code=1))  # a real failure stays one
+    asm.handle(ProcExit(T0 + 0.5, 10, exit_code=0))
+    asm.tick(T0 + 2)
+    by_pid = {s["pid"]: s for s in cat.steps.values()}
+    assert by_pid[11]["status"] == "stopped" and by_pid[11]["signal"] == 15
+    assert by_pid[12]["status"] == "failed"

@@ -176,3 +176,20 @@ def test_project_bytecode_is_recognised_but_not_an_environments(tmp_path: Path) 
     assert not ig.kept_pyc(str(project / "venv" / "lib" / "__pycache__" / "m.cpython-311.pyc"))
     assert not ig.kept_pyc(str(project / "src" / "__pycache__" / "notes.txt"))
     assert not ig.kept_pyc(str(project / "src" / "m.pyc"))
+
+
+def test_a_file_argv_names_is_data_in_scratch_space_but_never_software(tmp_path: Path) -> None:
+    project, ig = make(tmp_path, outside_ignore=["/usr", "/tmp", "~/.pyenv"],
+                       data_roots=[str(tmp_path / "staged")])
+    staged = tmp_path / "staged" / "train.csv"  # tmp_path lies under /tmp
+    staged.parent.mkdir()
+    staged.write_text("a\n")
+    assert not ig.outside_ok(str(tmp_path / "x.csv"))  # a read under /tmp on its own
+    assert ig.outside_ok(str(staged))  # a configured data root
+    (tmp_path / "x.csv").write_text("a\n")
+    assert ig.named_ok(str(tmp_path / "x.csv"))  # named on the command line
+    assert not ig.named_ok("/usr/bin/env")  # a tool, not data
+    assert not ig.named_ok("/proc/self/status")
+    shim = Path(os.path.expanduser("~/.pyenv/shims/python3"))
+    if shim.exists():
+        assert not ig.named_ok(str(shim))
