@@ -20,6 +20,7 @@ from onlooker.store.errors import StoreError
 from . import clock, environment, gitstate, kinds, launcher, lifecycle, metrics, procfs
 from . import config as config_mod
 from .assembler import Assembler, Probes
+from .errors import AgentError
 from .events import ProcInfo, Stop
 from .gpu import GpuReader
 from .hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
@@ -494,11 +495,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(Path(args[0]))
-    except config_mod.ConfigError as err:
-        log.error("%s", err)
-        return 1
-    except (lifecycle.LifecycleError, StoreError) as err:
-        log.error("%s", err)
+    except (AgentError, StoreError) as err:
+        # One sentence, marked so that `onlooker start` can say it as it is.
+        log.error("%s%s", lifecycle.FAILED_MARK, err)
         return 1
     return 0
 

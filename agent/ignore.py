@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pathspec
 
+from .errors import AgentError
+
 log = logging.getLogger(__name__)
 
 IGNORE_FILE = ".onlookerignore"
@@ -21,7 +23,7 @@ _PY_LIB = re.compile(r"python\d+(\.\d+)?t?$")
 _CACHE_MAX = 200_000  # entries per cache; cleared when full (a bound, not an LRU)
 
 
-class OutsideProject(ValueError):
+class OutsideProject(AgentError, ValueError):
     """A path given as inside the project is not."""
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procfs, secrets
+from .errors import AgentError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ _FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
               signal.SIGUSR1, signal.SIGUSR2)
 
 
-class LaunchError(Exception):
+class LaunchError(AgentError):
     """The command could not be started; the message is one sentence for a person."""
 
 

@@ -17,11 +17,15 @@ from typing import Any
 
 from onlooker.agent import config
 
+from .errors import AgentError
+
 log = logging.getLogger(__name__)
 
 PID_NAME = "agent.pid"
 STATE_NAME = "agent.json"
 LOG_NAME = "agent.log"
+# Marks the one sentence an agent that cannot start logs (an AgentError's message).
+FAILED_MARK = "cannot start: "
 
 START_TIMEOUT = 60.0
 _START_POLL = 0.05
@@ -36,7 +40,7 @@ _LOG_TAIL_LINES = 15
 _held: set[str] = set()
 
 
-class LifecycleError(Exception):
+class LifecycleError(AgentError):
     """The agent cannot be started, stopped or inspected; the message is one sentence."""
 
 
@@ -241,6 +245,9 @@ def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
             if other is not None and other != child.pid:
                 raise AlreadyRunning(other)
             tail = _agent_output(log_path, log_start)
+            said = _sentence_in(tail)
+            if said:
+                raise AgentFailed(f"{said.rstrip('.')} (the agent did not start; see {log_path})")
             raise AgentFailed(f"the agent exited with status {code} before it was watching"
                               + (f"; its last words:\n{tail}" if tail else f"; see {log_path}"))
         if time.monotonic() > deadline:
@@ -249,6 +256,12 @@ def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
                 f"running: see 'onlooker status' and {log_path}"
             )
         time.sleep(_START_POLL)
+
+
+def _sentence_in(tail: str) -> str | None:
+    """The sentence an agent that could not start logged (after FAILED_MARK), if any."""
+    said = [ln.split(FAILED_MARK, 1)[1] for ln in tail.splitlines() if FAILED_MARK in ln]
+    return said[-1].strip() if said else None
 
 
 def _agent_output(log_path: Path, since: int) -> str:

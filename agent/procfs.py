@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from . import clock
+from .errors import AgentError
 from .events import ProcInfo
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ _MAX_ANCESTORS = 64
 _HAS_CHILDREN: bool | None = None
 
 
-class ProcfsError(Exception):
+class ProcfsError(AgentError):
     """/proc could not be read at all (not mounted, or hidden by hidepid)."""
 
 

@@ -52,10 +52,10 @@ class CliError(click.ClickException):
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
-    from onlooker.agent.config import ConfigError
-    from onlooker.agent.lifecycle import LifecycleError
+    # The agent's one root: every error it raises on purpose is a sentence to show.
+    from onlooker.agent.errors import AgentError
 
-    found: list[type[BaseException]] = [ConfigError, LifecycleError]
+    found: list[type[BaseException]] = [AgentError]
     try:
         from onlooker.store.errors import StoreError
     except ImportError:  # pragma: no cover - the store is always installed with us

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from .. import clock
+from ..errors import AgentError
 from ..events import CLOSE_NOWRITE, CLOSE_WRITE, OPEN, FileEvent, Overflow
 from ..ignore import Ignore
 from .reader import stop_reader
@@ -51,7 +52,7 @@ _DIR_CACHE_MAX = 100_000
 _libc: ctypes.CDLL | None = None
 
 
-class FanotifyUnavailable(Exception):
+class FanotifyUnavailable(AgentError):
     """fanotify cannot be used here; the message says why in one sentence."""
 
     def __init__(self, message: str, err: int = 0) -> None:

@@ -23,6 +23,7 @@ from inotify_simple import flags as F
 
 from .. import clock
 from .. import events as ev
+from ..errors import AgentError
 from ..ignore import IGNORE_FILE, Ignore
 from .reader import stop_reader
 
@@ -52,7 +53,7 @@ LIMIT_MESSAGE = ("inotify watch limit reached ({n} watches): raise fs.inotify.ma
                  "e.g. `sysctl fs.inotify.max_user_watches=524288`")
 
 
-class WatchError(Exception):
+class WatchError(AgentError):
     """The project folder itself cannot be watched; the message says why."""
 
 

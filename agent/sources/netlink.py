@@ -28,6 +28,7 @@ import threading
 import time
 
 from .. import clock, procfs
+from ..errors import AgentError
 from ..events import Overflow, ProcExec, ProcExit, ProcFork, ProcInfo
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _with_forked_parent(info: ProcInfo, ppid: int) -> ProcInfo:
     return dataclasses.replace(info, ppid=ppid, ancestors=procfs.ancestors(ppid))
 
 
-class NetlinkUnavailable(Exception):
+class NetlinkUnavailable(AgentError):
     """The netlink proc connector cannot be used here."""
 
 

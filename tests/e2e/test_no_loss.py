@@ -9,11 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from .test_pipeline import TIERS, cli, need_root, paths, runs_json, show_json, started, wait_for
+from .test_pipeline import cli, need_root, paths, runs_json, show_json, started, wait_for
 from .test_robustness import BOTH, _settled, gone, integrity, new_project, status_json
 
 pytestmark = pytest.mark.e2e
@@ -84,14 +83,14 @@ def test_sigkill_at_random_moments_loses_no_run_and_no_output(tmp_path, tier):
             proc = subprocess.Popen([sys.executable, "src/ckpt.py", f"out/r{cycle}", "30"],
                                     cwd=project)
 
-            def registered() -> bool:
-                return any(r["command"][2] == f"out/r{cycle}" for r in runs_json(project))
+            def registered(folder: str = f"out/r{cycle}") -> bool:
+                return any(r["command"][2] == folder for r in runs_json(project))
 
             wait_for(registered, timeout=30)
             time.sleep(rnd.uniform(0.0, 0.6))  # a random moment of the run, not a wait
             agent = status_json(project)["pid"]
             os.kill(agent, signal.SIGKILL)
-            wait_for(lambda: gone(agent))
+            wait_for(lambda pid=agent: gone(pid))
             time.sleep(0.3)  # the 0.3 s the agent stays down: part of the scenario
             cli(project, "start")
             assert proc.wait(timeout=60) == 0
