@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import AgentError
+from onlooker.agent.errors import AgentError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,7 +98,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "roles": {
         # Globs (gitignore syntax, relative to the project) of files that are a tool's
-        # business (meta), over the built-in rules in agent/roles.py, and of files that are
+        # business (meta), over the built-in rules in agent/rules/roles.py, and of files that are
         # the experiment's assets whatever those rules say (asset wins).
         "meta": [],
         "asset": [],
@@ -124,8 +124,8 @@ class Config:
 
     @cached_property
     def role_rules(self) -> Any:
-        """The `[roles]` globs over the built-in table, compiled once (agent/roles.py)."""
-        from .roles import RoleRules
+        """The `[roles]` globs over the built-in table, compiled once (agent/rules/roles.py)."""
+        from onlooker.agent.rules.roles import RoleRules
 
         return RoleRules.from_config(self)
 

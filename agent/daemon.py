@@ -14,24 +14,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from onlooker.agent import clock, launcher, lifecycle, metrics
+from onlooker.agent import config as config_mod
+from onlooker.agent.assembly.assembler import Assembler, Probes
+from onlooker.agent.errors import AgentError
+from onlooker.agent.events import ProcInfo, Stop
+from onlooker.agent.probes import environment, gitstate, procfs
+from onlooker.agent.probes.gpu import GpuReader
+from onlooker.agent.rules import kinds
+from onlooker.agent.rules.ignore import Ignore
+from onlooker.agent.sources.fanotify import FanotifySource
+from onlooker.agent.sources.fdsample import FdSampler
+from onlooker.agent.sources.inotify import InotifySource
+from onlooker.agent.sources.netlink import NetlinkProcSource
+from onlooker.agent.sources.poll import PollProcSource
+from onlooker.agent.workers.hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
+from onlooker.agent.workers.scan import walk
+from onlooker.agent.workers.telemetry import TelemetrySampler
 from onlooker.store.catalog import Catalog
 from onlooker.store.errors import StoreError
-
-from . import clock, environment, gitstate, kinds, launcher, lifecycle, metrics, procfs
-from . import config as config_mod
-from .assembler import Assembler, Probes
-from .errors import AgentError
-from .events import ProcInfo, Stop
-from .gpu import GpuReader
-from .hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
-from .ignore import Ignore
-from .scan import walk
-from .sources.fanotify import FanotifySource
-from .sources.fdsample import FdSampler
-from .sources.inotify import InotifySource
-from .sources.netlink import NetlinkProcSource
-from .sources.poll import PollProcSource
-from .telemetry import TelemetrySampler
 
 log = logging.getLogger(__name__)
 

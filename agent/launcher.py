@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import procfs, secrets
-from .errors import AgentError
+from onlooker.agent.errors import AgentError
+from onlooker.agent.probes import procfs
+from onlooker.agent.rules import secrets
 
 log = logging.getLogger(__name__)
 

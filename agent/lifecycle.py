@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from onlooker.agent import config
-
-from .errors import AgentError
+from onlooker.agent.errors import AgentError
 
 log = logging.getLogger(__name__)
 

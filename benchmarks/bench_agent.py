@@ -235,7 +235,7 @@ def bare_big(path: Path) -> float:
 def hasher_direct(path: Path, scratch: Path) -> float:
     """The agent's Hasher class alone: request -> HashDone, quiet 0, no copy (over the limit)."""
     from onlooker.agent.events import HashDone
-    from onlooker.agent.hasher import Hasher, StatCache
+    from onlooker.agent.workers.hasher import Hasher, StatCache
     from onlooker.store.objects import ObjectStore
 
     q: queue.Queue = queue.Queue()

@@ -20,11 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 from onlooker.agent import events as ev
-from onlooker.agent import scan
 from onlooker.agent.config import DEFAULTS
-from onlooker.agent.ignore import Ignore
+from onlooker.agent.rules.ignore import Ignore
 from onlooker.agent.sources.fanotify import FanotifySource
 from onlooker.agent.sources.inotify import InotifySource
+from onlooker.agent.workers import scan
 
 IMPORTS = "import json, email, http.client"
 

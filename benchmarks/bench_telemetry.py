@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
 
-from onlooker.agent import clock  # noqa: E402
-from onlooker.agent.telemetry import TelemetrySampler  # noqa: E402
+from onlooker.agent import clock
+from onlooker.agent.workers.telemetry import TelemetrySampler
 from onlooker.store.catalog import Catalog  # noqa: E402
 
 TREE = ("import multiprocessing as mp, time\n"

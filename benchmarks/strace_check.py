@@ -39,9 +39,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onlooker.agent import classify, kinds
-from onlooker.agent import params as oparams
 from onlooker.agent.config import DEFAULTS
+from onlooker.agent.rules import classify, kinds
+from onlooker.agent.rules import params as oparams
 
 ONLOOKER = [sys.executable, "-m", "onlooker.cli.main"]
 TIERS = {

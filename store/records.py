@@ -18,7 +18,7 @@ STEP_COLUMNS = (
     "id, pid, ppid, parent_step_id, argv, cwd, started_at, ended_at, status, exit_code, signal"
 )
 # input / output / code: the experiment's assets; meta: a file a tool read or wrote
-# about the project (VCS, packaging, caches, tracking-store bookkeeping; agent/roles.py),
+# about the project (VCS, packaging, caches, tracking-store bookkeeping; agent/rules/roles.py),
 # never lineage and never params.
 ROLES = ("input", "output", "code", "meta")
 ACCESSES = ("read", "write")

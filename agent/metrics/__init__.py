@@ -11,9 +11,9 @@ import logging
 import os
 from dataclasses import dataclass
 
-from . import structured, tabular, tfevents
-from .base import Metric, decode
-from .logs import parse_log
+from onlooker.agent.metrics import structured, tabular, tfevents
+from onlooker.agent.metrics.base import Metric, decode
+from onlooker.agent.metrics.logs import parse_log
 
 __all__ = ["Limits", "Metric", "note_for", "parse", "parse_log"]
 
@@ -73,7 +73,7 @@ def parse(rel_path: str, data: bytes, *, kind: str,
     """The metrics in a file a run wrote, [] when it holds none (or cannot be read yet).
 
     `rel_path` is the project-relative path (it prefixes keys: `summary.json:test.f1`);
-    `kind` is the asset kind from agent/kinds.py. Never raises.
+    `kind` is the asset kind from agent/rules/kinds.py. Never raises.
     """
     try:
         return _parse(rel_path, data, kind, limits)

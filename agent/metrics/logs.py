@@ -65,7 +65,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
-from .base import Metric, complete_lines, decode, number
+from onlooker.agent.metrics.base import Metric, complete_lines, decode, number
 
 # Terminal control sequences (colours, cursor moves) are not text.
 _ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")

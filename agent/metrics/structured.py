@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from .base import Metric, complete_lines, from_float, number
-from .tabular import STEP_COLUMNS
+from onlooker.agent.metrics.base import Metric, complete_lines, from_float, number
+from onlooker.agent.metrics.tabular import STEP_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 
-from .base import Metric, complete_lines, number, wall_seconds
+from onlooker.agent.metrics.base import Metric, complete_lines, number, wall_seconds
 
 log = logging.getLogger(__name__)
 

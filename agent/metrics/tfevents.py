@@ -11,7 +11,7 @@ import os
 import struct
 from typing import Any
 
-from .base import Metric, from_float
+from onlooker.agent.metrics.base import Metric, from_float
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from .. import clock
-from ..errors import AgentError
-from ..events import CLOSE_NOWRITE, CLOSE_WRITE, OPEN, FileEvent, Overflow
-from ..ignore import Ignore
-from .reader import stop_reader
+from onlooker.agent import clock
+from onlooker.agent.errors import AgentError
+from onlooker.agent.events import CLOSE_NOWRITE, CLOSE_WRITE, OPEN, FileEvent, Overflow
+from onlooker.agent.rules.ignore import Ignore
+from onlooker.agent.sources.reader import stop_reader
 
 log = logging.getLogger(__name__)
 

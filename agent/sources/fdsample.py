@@ -6,9 +6,9 @@ import logging
 import queue
 from collections.abc import Callable, Collection
 
-from .. import procfs
-from ..events import FdSeen
-from .poll import TickingSource, _call_watched
+from onlooker.agent.events import FdSeen
+from onlooker.agent.probes import procfs
+from onlooker.agent.sources.poll import TickingSource, _call_watched
 
 log = logging.getLogger(__name__)
 

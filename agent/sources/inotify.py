@@ -21,11 +21,11 @@ from pathlib import Path
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
-from .. import clock
-from .. import events as ev
-from ..errors import AgentError
-from ..ignore import IGNORE_FILE, Ignore
-from .reader import stop_reader
+from onlooker.agent import clock
+from onlooker.agent import events as ev
+from onlooker.agent.errors import AgentError
+from onlooker.agent.rules.ignore import IGNORE_FILE, Ignore
+from onlooker.agent.sources.reader import stop_reader
 
 log = logging.getLogger(__name__)
 

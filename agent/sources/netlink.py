@@ -27,9 +27,10 @@ import struct
 import threading
 import time
 
-from .. import clock, procfs
-from ..errors import AgentError
-from ..events import Overflow, ProcExec, ProcExit, ProcFork, ProcInfo
+from onlooker.agent import clock
+from onlooker.agent.errors import AgentError
+from onlooker.agent.events import Overflow, ProcExec, ProcExit, ProcFork, ProcInfo
+from onlooker.agent.probes import procfs
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ import threading
 import time
 from collections.abc import Callable, Collection
 
-from .. import clock, procfs
-from ..events import ProcExec, ProcExit
+from onlooker.agent import clock
+from onlooker.agent.events import ProcExec, ProcExit
+from onlooker.agent.probes import procfs
 
 log = logging.getLogger(__name__)
 

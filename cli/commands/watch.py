@@ -18,7 +18,7 @@ def watch(state: AppState) -> None:
     """Run the agent in the foreground, logging to stderr; Ctrl-C stops it cleanly."""
     project = state.project()
     config.load(project)
-    from onlooker.agent import daemon  # heavy: only once there is something to watch
+    from onlooker.agent import daemon
 
     setup_logging(state.verbose, default=logging.INFO)
     note(f"watching {project}; Ctrl-C stops (after committing what was seen)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from onlooker.agent import config
-from onlooker.agent.assembler import Assembler, Probes
+from onlooker.agent.assembly.assembler import Assembler, Probes
 from onlooker.agent.events import (
     CLOSE_NOWRITE,
     CLOSE_WRITE,

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from onlooker.agent.classify import (
+from onlooker.agent.config import load
+from onlooker.agent.events import ProcInfo
+from onlooker.agent.rules.classify import (
     is_run,
     parse_invocation,
     program_name,
@@ -16,8 +18,6 @@ from onlooker.agent.classify import (
     script_of,
     unshim,
 )
-from onlooker.agent.config import load
-from onlooker.agent.events import ProcInfo
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onlooker.agent.codemap import source_for_pyc
+from onlooker.agent.rules.codemap import source_for_pyc
 
 
 @pytest.fixture()

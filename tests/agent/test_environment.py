@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from onlooker.agent import environment
-from onlooker.agent.environment import capture, interpreter_path
+from onlooker.agent.probes import environment
+from onlooker.agent.probes.environment import capture, interpreter_path
 
 
 def _dist(site: Path, name: str, version: str) -> None:

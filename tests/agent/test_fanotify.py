@@ -15,7 +15,7 @@ import pytest
 
 from onlooker.agent import events as ev
 from onlooker.agent.config import DEFAULTS
-from onlooker.agent.ignore import Ignore
+from onlooker.agent.rules.ignore import Ignore
 from onlooker.agent.sources import fanotify as fan_mod
 from onlooker.agent.sources.fanotify import FanotifySource
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from onlooker.agent import gitstate
-from onlooker.agent.gitstate import snapshot
+from onlooker.agent.probes import gitstate
+from onlooker.agent.probes.gitstate import snapshot
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

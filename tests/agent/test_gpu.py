@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from onlooker.agent.gpu import GpuReader
+from onlooker.agent.probes.gpu import GpuReader
 
 NOT_SUPPORTED, NOT_FOUND = 3, 6
 

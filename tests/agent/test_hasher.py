@@ -9,7 +9,7 @@ import time
 import pytest
 
 from onlooker.agent.events import HashDone
-from onlooker.agent.hasher import Hasher, SideDoor, StatCache
+from onlooker.agent.workers.hasher import Hasher, SideDoor, StatCache
 from onlooker.store.hashing import hash_file
 from onlooker.store.objects import ObjectStore
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onlooker.agent.config import DEFAULTS
-from onlooker.agent.ignore import Ignore, OutsideProject
+from onlooker.agent.rules.ignore import Ignore, OutsideProject
 
 
 def make(tmp_path: Path, **kw) -> tuple[Path, Ignore]:

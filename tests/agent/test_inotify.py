@@ -16,7 +16,7 @@ import pytest
 
 from onlooker.agent import events as ev
 from onlooker.agent.config import DEFAULTS
-from onlooker.agent.ignore import Ignore
+from onlooker.agent.rules.ignore import Ignore
 from onlooker.agent.sources import inotify as src_mod
 from onlooker.agent.sources.inotify import InotifySource
 
@@ -145,7 +145,7 @@ def test_own_reads_are_dropped_and_others_kept(h: Harness) -> None:
 
 
 def test_walking_the_tree_raises_no_file_events(h: Harness) -> None:
-    from onlooker.agent import scan
+    from onlooker.agent.workers import scan
 
     (h.root / "a" / "b").mkdir(parents=True)
     (h.root / "a" / "b" / "f.txt").write_text("x")
@@ -335,7 +335,7 @@ def test_bytecode_reads_are_reported_but_nothing_else_in_pycache(tmp_path):
 
     from onlooker.agent import config as _config
     from onlooker.agent.events import CLOSE_NOWRITE, FileEvent
-    from onlooker.agent.ignore import Ignore
+    from onlooker.agent.rules.ignore import Ignore
     from onlooker.agent.sources.inotify import InotifySource
 
     (tmp_path / "pkg").mkdir()

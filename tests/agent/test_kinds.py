@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from onlooker.agent.kinds import KINDS, STORE_ALWAYS, is_code, kind_of
+from onlooker.agent.rules.kinds import KINDS, STORE_ALWAYS, is_code, kind_of
 
 
 def kind(rel: str, head: bytes | None = None, role: str | None = None,

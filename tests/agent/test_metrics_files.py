@@ -14,7 +14,7 @@ from onlooker.agent.metrics import Limits, Metric, parse, tfevents
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "metrics"
 EVENTS = "runs/exp1/events.out.tfevents.1700000000.host.1234.0"
-# (path under the fixtures, kind agent/kinds.py gives it)
+# (path under the fixtures, kind agent/rules/kinds.py gives it)
 FILES = [
     ("training.log", "log"),  # Keras CSVLogger("training.log")
     ("lightning_logs/version_0/metrics.csv", "metrics"),

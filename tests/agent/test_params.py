@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onlooker.agent.classify import project_code
-from onlooker.agent.params import (
+from onlooker.agent.rules.classify import project_code
+from onlooker.agent.rules.params import (
     argv_params,
     config_params,
     env_params,

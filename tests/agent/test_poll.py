@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from onlooker.agent import clock, procfs
+from onlooker.agent import clock
 from onlooker.agent.events import ProcExec, ProcExit
-from onlooker.agent.procfs import zombie_exit
+from onlooker.agent.probes import procfs
+from onlooker.agent.probes.procfs import zombie_exit
 from onlooker.agent.sources.poll import PollProcSource
 
 

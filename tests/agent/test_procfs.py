@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from onlooker.agent import clock, procfs
+from onlooker.agent import clock
+from onlooker.agent.probes import procfs
 
 # The child signals readiness by printing a line once its files are open.
 CHILD = r"""

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from onlooker.agent import config, roles
-from onlooker.agent.roles import BUILTIN, RoleRules, explain, role_of
+from onlooker.agent import config
+from onlooker.agent.rules import roles
+from onlooker.agent.rules.roles import BUILTIN, RoleRules, explain, role_of
 
 R, W = False, True  # written?
 

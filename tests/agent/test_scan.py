@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from onlooker.agent import scan
 from onlooker.agent.config import DEFAULTS
-from onlooker.agent.ignore import Ignore
+from onlooker.agent.rules.ignore import Ignore
+from onlooker.agent.workers import scan
 
 
 def build(root: Path, files: list[str]) -> None:
@@ -96,7 +96,7 @@ def test_walk_logs_and_skips_an_unreadable_folder(
     else:
         locked.chmod(0)
     try:
-        with caplog.at_level(logging.WARNING, logger="onlooker.agent.scan"):
+        with caplog.at_level(logging.WARNING, logger="onlooker.agent.workers.scan"):
             found = rels(project, list(scan.walk(project, ignore_for(project))))
     finally:
         locked.chmod(0o755)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onlooker.agent.secrets import (
+from onlooker.agent.rules.secrets import (
     MASK,
     is_secret_name,
     looks_secret_value,

@@ -15,8 +15,8 @@ import pytest
 
 from onlooker.agent import clock
 from onlooker.agent.events import TelemetryBatch
-from onlooker.agent.gpu import GpuReader
-from onlooker.agent.telemetry import TelemetrySampler
+from onlooker.agent.probes.gpu import GpuReader
+from onlooker.agent.workers.telemetry import TelemetrySampler
 from tests.agent.test_gpu import FakeNVML
 
 TREE = textwrap.dedent("""

@@ -15,8 +15,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from onlooker.agent.gpu import GpuReader  # noqa: E402
-from onlooker.agent.telemetry import TelemetrySampler  # noqa: E402
+from onlooker.agent.probes.gpu import GpuReader
+from onlooker.agent.workers.telemetry import TelemetrySampler
 
 ALLOC = r"""
 import ctypes, sys, time

@@ -39,9 +39,9 @@ from typing import Any
 
 import psutil
 
-from . import clock
-from .events import TelemetryBatch
-from .gpu import GpuReader, GpuSample
+from onlooker.agent import clock
+from onlooker.agent.events import TelemetryBatch
+from onlooker.agent.probes.gpu import GpuReader, GpuSample
 
 log = logging.getLogger(__name__)
 

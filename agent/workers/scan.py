@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISREG
 
-from .ignore import Ignore
+from onlooker.agent.rules.ignore import Ignore
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULTS, Config
-from .events import ProcInfo
+from onlooker.agent.config import DEFAULTS, Config
+from onlooker.agent.events import ProcInfo
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import logging
 import os
 from collections.abc import Callable
 
-from . import clock
-from .errors import AgentError
-from .events import ProcInfo
+from onlooker.agent import clock
+from onlooker.agent.errors import AgentError
+from onlooker.agent.events import ProcInfo
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The assembler's file side: which run and step touched a file, and what its hash means.
 
-A mixin of `Assembler` (agent/assembler.py): the same single writer, split so each
+A mixin of `Assembler` (agent/assembly/assembler.py): the same single writer, split so each
 module keeps one job. Attribution without pids uses, in order: the time window of
 each run, fd sampling evidence, paths named on the command line, and the order of the
 file event stream (a run's script open marks where its events begin).
@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import kinds, metrics, params, roles
-from .codemap import source_for_pyc
-from .events import (
+from onlooker.agent import metrics
+from onlooker.agent.assembly.model import Run, Step
+from onlooker.agent.events import (
     CLOSE_NOWRITE,
     CLOSE_WRITE,
     CREATE,
@@ -28,9 +28,10 @@ from .events import (
     HashDone,
     ProcExec,
 )
-from .hasher import PRIO_RUN
-from .metrics.logs import same_stream
-from .model import Run, Step
+from onlooker.agent.metrics.logs import same_stream
+from onlooker.agent.rules import kinds, params, roles
+from onlooker.agent.rules.codemap import source_for_pyc
+from onlooker.agent.workers.hasher import PRIO_RUN
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ class FileSide:
                 found.basis = "rescan"
                 found.steps.setdefault(claim.root_step, "write")
         # Tools' own files (VCS, packaging, caches, tracking-store bookkeeping) are kept
-        # apart as meta: never params, metrics or lineage (agent/roles.py says which).
+        # apart as meta: never params, metrics or lineage (agent/rules/roles.py says which).
         meta_w = bool(runs_writing) and roles.role_of(
             rel, written=True, rules=self.cfg.role_rules) == roles.META
         meta_r = bool(runs_reading) and roles.role_of(

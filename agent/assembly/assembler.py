@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import classify, metrics, params, secrets
-from . import clock as clock_mod
-from .config import Config
-from .events import (
+from onlooker.agent import clock as clock_mod
+from onlooker.agent import metrics
+from onlooker.agent.assembly.fileside import SLACK, FileSide, Waiter
+from onlooker.agent.assembly.model import Proc, Run, Step
+from onlooker.agent.config import Config
+from onlooker.agent.events import (
     FdSeen,
     FileEvent,
     HashDone,
@@ -30,9 +32,8 @@ from .events import (
     TelemetryBatch,
     Tick,
 )
-from .fileside import SLACK, FileSide, Waiter
-from .hasher import PRIO_RUN
-from .model import Proc, Run, Step
+from onlooker.agent.rules import classify, params, secrets
+from onlooker.agent.workers.hasher import PRIO_RUN
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Stats:
 
 
 class Assembler(FileSide):
-    """Runs and steps from process events; the file side is in agent/fileside.py."""
+    """Runs and steps from process events; the file side is in agent/assembly/fileside.py."""
 
     def __init__(
         self,

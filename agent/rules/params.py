@@ -77,7 +77,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import yaml
 
-from .classify import (
+from onlooker.agent.rules.classify import (
     DEFAULT_FOREIGN,
     PAPERMILL_FLAGS,
     Invocation,
@@ -86,7 +86,7 @@ from .classify import (
     project_code,
     unshim,
 )
-from .secrets import redact_mapping
+from onlooker.agent.rules.secrets import redact_mapping
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .events import ProcInfo
+from onlooker.agent.events import ProcInfo
 
 
 @dataclass(eq=False)

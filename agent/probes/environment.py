@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from .classify import PYTHONS, program_name
+from onlooker.agent.rules.classify import PYTHONS, program_name
 
 log = logging.getLogger(__name__)
 

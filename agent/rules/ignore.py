@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pathspec
 
-from .errors import AgentError
+from onlooker.agent.errors import AgentError
 
 log = logging.getLogger(__name__)
 

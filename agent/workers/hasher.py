@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from onlooker.agent import clock
+from onlooker.agent.events import HashDone
 from onlooker.store.errors import (
     ChangedWhileHashing,
     FileVanished,
@@ -22,9 +24,6 @@ from onlooker.store.errors import (
     StoreError,
 )
 from onlooker.store.objects import ObjectStore, hash_file
-
-from . import clock
-from .events import HashDone
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Run assembly: processes -> runs and steps, file events -> attributed versions."""

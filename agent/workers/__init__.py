@@ -1,0 +1,1 @@
+"""Background workers off the event path: hashing, telemetry sampling, scans."""
