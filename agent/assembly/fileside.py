@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onlooker.agent import metrics
+from onlooker.agent.assembly import attribution
 from onlooker.agent.assembly.model import Run, Step
 from onlooker.agent.events import (
     CLOSE_NOWRITE,
@@ -140,7 +141,8 @@ class FileSide:
             # script run twice) each read it: no need to tell them apart. (Only surely:
             # in a sequential pipeline the one that ended is settled by the rules below.)
             cands = self._pidless_candidates(ev.t)
-            named = [r for r in cands if _named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
+            named = [r for r in cands
+                     if attribution.named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
             if len(named) > 1 and len(named) == len(cands):
                 for r in named:
                     self._record(r, path, write=False, step=_step_at(r.steps, ev.t),
@@ -211,43 +213,22 @@ class FileSide:
             if self.pids_known:
                 return None, None, None
         cands = self._pidless_candidates(ev.t)
-        if len(cands) > 1:
-            # Polling sees an end late: a run that may have ended already loses to one
-            # that started after it was last seen alive (a sequential pipeline).
-            sure = [r for r in cands if r.surely_alive_at(ev.t)]
-            if len(sure) == 1 and all(
-                    r is sure[0] or (r.ended_after is not None and r.ended_after < sure[0].started)
-                    for r in cands):
-                cands = sure
-        if len(cands) > 1:
-            seen = self.fd_seen.get(ev.path, {})
-            by_fd = {self.procs[p].run.db_id: self.procs[p] for p in seen
-                     if p in self.procs and self.procs[p].run is not None}
-            narrowed = [r for r in cands if r.db_id in by_fd]
-            if len(narrowed) == 1:
-                return narrowed[0], by_fd[narrowed[0].db_id].step, "fd"
-            narrowed = [r for r in cands if _named(path, r.argv_paths)]
-            basis = "argv"
-            if len(narrowed) != 1:
-                # All but the run that showed itself last in the stream have ended: a
-                # sequential pipeline whose ends polling saw late.
-                latest = max(cands, key=lambda r: r.marker)
-                if all(r is latest or (r.ended_at is not None and r.marker < latest.marker
-                                       and r.last_alive() < latest.started + 0.011)
-                       for r in cands):
-                    narrowed, basis = [latest], "window"
-            if len(narrowed) == 1:
-                cands = narrowed
-            else:
-                self.stats.unattributed += 1
-                log.info("cannot tell which of runs %s touched %s",
-                         [r.db_id for r in cands], path)
-                return None, None, None
-            return cands[0], _step_at(cands[0].steps, ev.t) or cands[0].root_step, basis
         if not cands:
             return None, None, None
-        run = cands[0]
-        return run, _step_at(run.steps, ev.t) or run.root_step, "window"
+        if len(cands) == 1:
+            run = cands[0]
+            return run, _step_at(run.steps, ev.t) or run.root_step, "window"
+        holders = {p.run.db_id: p for pid in self.fd_seen.get(ev.path, {})
+                   if (p := self.procs.get(pid)) is not None and p.run is not None}
+        found = attribution.decide(cands, attribution.Evidence(ev.t, path, holders))
+        if found is None:
+            self.stats.unattributed += 1
+            log.info("cannot tell which of runs %s touched %s", [r.db_id for r in cands], path)
+            return None, None, None
+        run, basis = found
+        step = holders[run.db_id].step if basis == "fd" else (
+            _step_at(run.steps, ev.t) or run.root_step)
+        return run, step, basis
 
     def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
                 closed: bool = False, seen: float = 0.0, basis: str | None = None,
@@ -564,5 +545,3 @@ def _step_at(steps: list[Step], t: float) -> Step | None:
     return leaves[0] if len(leaves) == 1 else None
 
 
-def _named(path: str, argv_paths: set[str]) -> bool:
-    return path in argv_paths or any(path.startswith(p.rstrip("/") + "/") for p in argv_paths)
