@@ -623,11 +623,13 @@ MAKE_TRAIN = '''
 import json
 import pickle
 import sys
+import time
 
 import yaml
 
 from fit import fit, load
 
+time.sleep(0.15)  # the poll tier is promised to see processes of 100 ms and more
 p = yaml.safe_load(open("params.yaml"))["train"]
 w, losses = fit(load(sys.argv[1]), p["lr"], p["epochs"])
 with open(sys.argv[2], "wb") as f:
