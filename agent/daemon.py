@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onlooker.agent import clock, launcher, lifecycle, metrics
+from onlooker.agent import clock, launcher, lifecycle
 from onlooker.agent import config as config_mod
 from onlooker.agent.assembly.assembler import Assembler, Probes
 from onlooker.agent.errors import AgentError
@@ -391,30 +391,17 @@ class Agent:
             path.unlink(missing_ok=True)
 
     def _apply_launcher(self, run_id: int, rec: dict) -> None:
-        code, sig = rec.get("exit_code"), rec.get("signal")
-        status = "failed" if sig or (code not in (0, None)) else (
-            "completed" if code == 0 else "ended")
-        root = self.catalog.root_step(run_id, rec["child_pid"])
-        self.catalog.update_run(run_id, status=status, exit_code=code, signal=sig)
-        if root is not None:
-            self.catalog.update_step(root, status=status, exit_code=code, signal=sig)
-        rel = rec.get("log")
-        if not rel:
-            return
-        try:
-            data = (self.project / rel).read_bytes()
-            st = os.stat(self.project / rel)
-        except OSError:
-            return
-        h = self.catalog.objects.put_bytes(data)
-        vid = self.catalog.add_version(rel, hash=h, size=len(data), mtime_ns=st.st_mtime_ns,
-                                       kind="log", stored=True, created_at=time.time(),
-                                       run_id=run_id)
-        self.catalog.link(run_id, vid, "output", step_id=root)
-        lim = self.assembler.metric_limits
-        if len(data) <= lim.max_bytes:
-            self.catalog.set_metrics(run_id, rel, metrics.parse(rel, data, kind="log",
-                                                                limits=lim))
+        """Read what the record names (the kept output); the assembler writes it."""
+        rel, data, mtime_ns = rec.get("log"), None, 0
+        if rel:
+            try:
+                data = (self.project / rel).read_bytes()
+                mtime_ns = os.stat(self.project / rel).st_mtime_ns
+            except OSError:
+                rel, data = None, None
+        self.assembler.apply_launcher(run_id, rec["child_pid"], rec.get("exit_code"),
+                                      rec.get("signal"), log=rel, data=data,
+                                      mtime_ns=mtime_ns)
 
     def _write_status(self) -> None:
         a = self.assembler

@@ -249,6 +249,29 @@ class Assembler(FileSide):
     def load_latest(self, rows: dict[str, str]) -> None:
         self.latest.update(rows)
 
+    def apply_launcher(self, run_id: int, pid: int, exit_code: int | None,
+                       sig: int | None, *, log: str | None = None, data: bytes | None = None,
+                       mtime_ns: int = 0) -> None:
+        """What `onlooker run` saw of a closed run's command: its exact exit status (the
+        poll tier cannot see it) and the copy of its output it kept (`log`, project
+        relative, with its bytes): an output of the run, and its metrics."""
+        status = _status(exit_code, sig)
+        root = self.catalog.root_step(run_id, pid)
+        self.catalog.update_run(run_id, status=status, exit_code=exit_code, signal=sig)
+        if root is not None:
+            self.catalog.update_step(root, status=status, exit_code=exit_code, signal=sig)
+        if not log or data is None:
+            return
+        h = self.catalog.objects.put_bytes(data)
+        vid = self.catalog.add_version(log, hash=h, size=len(data), mtime_ns=mtime_ns,
+                                       kind="log", stored=True,
+                                       created_at=self.clock.to_wall(self.clock.now()),
+                                       run_id=run_id)
+        self.catalog.link(run_id, vid, "output", step_id=root)
+        if len(data) <= self.metric_limits.max_bytes:
+            self.catalog.set_metrics(run_id, log, metrics.parse(log, data, kind="log",
+                                                                limits=self.metric_limits))
+
     # -- processes ------------------------------------------------------------
 
     def note_lost(self, started_at: float) -> None:

@@ -1062,3 +1062,19 @@ def test_helpers_a_completed_run_stopped_with_a_signal_are_not_failures(project)
     by_pid = {s["pid"]: s for s in cat.steps.values()}
     assert by_pid[11]["status"] == "stopped" and by_pid[11]["signal"] == 15
     assert by_pid[12]["status"] == "failed"
+
+
+def test_a_launcher_record_gives_the_exact_exit_and_the_kept_output(project):
+    # `onlooker run -- CMD` in the poll tier: the agent saw no exit code; the launcher did.
+    asm, cat, _ = make(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(ProcExit(T0 + 0.5, 10))
+    asm.tick(T0 + 2)
+    assert cat.runs[1]["status"] == "ended"
+    cat.root_step = lambda run_id, pid: 1
+    cat.objects = type("Objects", (), {"put_bytes": staticmethod(lambda data: fh("log", 0))})
+    asm.apply_launcher(1, 10, 3, None, log=".onlooker/runs/1.log", data=b"epoch=1 loss=0.5\n")
+    assert cat.runs[1]["status"] == "failed" and cat.runs[1]["exit_code"] == 3
+    assert cat.steps[1]["status"] == "failed"
+    assert set(cat.io(1, "output")) == {".onlooker/runs/1.log"}
+    assert [m for r, src, m in cat.metrics if src == ".onlooker/runs/1.log"]
