@@ -33,9 +33,11 @@ sys.exit(int(sys.argv[1]))
 """
 
 TRAP = r"""
-import signal, sys, time
+import os, signal, sys, time
 def bye(sig, frame):
-    print("got", signal.Signals(sig).name, flush=True)
+    # os.write, not print: the signal may come while print("ready") is still flushing,
+    # and a print inside it would be a reentrant call (a RuntimeError, not our output).
+    os.write(1, f"got {signal.Signals(sig).name}\n".encode())
     sys.exit(7)
 signal.signal(signal.SIGINT, bye)
 signal.signal(signal.SIGTERM, bye)
