@@ -36,12 +36,14 @@ json.dump({"loss": 0.25}, open("metrics.json", "w"))
 
 @pytest.fixture(scope="module")
 def user():
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
+    # useradd lives in sbin, which a CI's PATH may leave out
+    useradd = shutil.which("useradd", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    if os.geteuid() != 0 or useradd is None:
         pytest.skip("needs root and useradd to make an ordinary user")
     try:
         pwd.getpwnam(USER)
     except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", USER], check=True)
+        subprocess.run([useradd, "--no-create-home", "--shell", "/bin/sh", USER], check=True)
     return pwd.getpwnam(USER)
 
 
