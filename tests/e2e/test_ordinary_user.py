@@ -40,11 +40,17 @@ def user():
     useradd = shutil.which("useradd", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     if os.geteuid() != 0 or useradd is None:
         pytest.skip("needs root and useradd to make an ordinary user")
+    made = False
     try:
         pwd.getpwnam(USER)
     except KeyError:
         subprocess.run([useradd, "--no-create-home", "--shell", "/bin/sh", USER], check=True)
-    return pwd.getpwnam(USER)
+        made = True
+    yield pwd.getpwnam(USER)
+    if made:  # leave the machine's users as they were
+        userdel = shutil.which("userdel", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+        if userdel:
+            subprocess.run([userdel, USER], check=False)
 
 
 def _as(user, home: Path, venv: Path):
