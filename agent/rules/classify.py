@@ -405,10 +405,17 @@ def is_manager_helper(argv: list[str] | tuple[str, ...]) -> bool:
             argv = argv[1:]
     if not argv or not is_shim(argv):
         return False
-    # The real interpreters live under the manager's folder too (~/.pyenv/versions/...,
-    # ~/.asdf/installs/...): those are the program, not plumbing.
     first = 1 if _family(program_name(argv, None)) == "bash" and len(argv) > 1 else 0
-    return not any(d in argv[first] for d in ("/versions/", "/installs/"))
+    path = argv[first]
+    # The real interpreters live under the manager's folder too (~/.pyenv/versions/...,
+    # ~/.asdf/installs/...): those are the program, not plumbing. And a libexec folder
+    # is a manager's only when the program is one of its (pyenv-which, not
+    # /usr/libexec/platform-python).
+    if any(d in path for d in ("/versions/", "/installs/")):
+        return False
+    if not any(d in path for d in _MANAGER_DIRS if d != "/libexec/"):
+        return os.path.basename(path).split("-", 1)[0] in _MANAGERS
+    return True
 
 
 def is_shim(argv: list[str] | tuple[str, ...]) -> bool:

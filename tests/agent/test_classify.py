@@ -282,3 +282,18 @@ def test_a_job_script_outside_the_project_that_cds_into_it_is_no_run(tmp_path):
     assert not judged(["bash", str(jobs / "job.sh")])
     assert judged(["bash", str(jobs / "job.sh"), "data.csv"])  # it names a project file
     assert judged(["bash", "run.sh"])  # a project script
+
+
+@pytest.mark.parametrize("argv, helper", [
+    (["bash", "/root/.pyenv/shims/python3", "train.py"], True),
+    (["/usr/bin/env", "bash", "/root/.pyenv/libexec/pyenv", "exec", "python3"], True),
+    (["bash", "/opt/pyenv/libexec/pyenv-which", "python3"], True),  # a system-wide pyenv
+    (["/root/.pyenv/versions/3.11.7/bin/python3", "train.py"], False),  # the real program
+    (["/usr/libexec/platform-python", "train.py"], False),  # libexec, but no manager's
+    (["/usr/libexec/git-core/git-remote-https", "origin"], False),
+    (["python", "train.py"], False),
+])
+def test_a_version_managers_plumbing_is_told_from_programs(argv, helper):
+    from onlooker.agent.rules.classify import is_manager_helper
+
+    assert is_manager_helper(argv) is helper
