@@ -398,11 +398,10 @@ class FileSide:
     def _framework_params(self, run: Run, rel: str, ev: HashDone) -> bool:
         """A config a framework composed and wrote for the run (Hydra's .hydra/config.yaml,
         Lightning's hparams.yaml): the run's effective params. True if it was one."""
-        if not rel.endswith((".yaml", ".yml")) or ev.size > int(
+        if not params.is_framework_file(rel) or ev.size > int(
                 self.cfg["params"]["config_max_bytes"]):
             return False
-        data = ev.head[: ev.size] if 0 < ev.size <= len(ev.head) else (
-            self.probes.read_object(ev.hash) if ev.stored else None)
+        data = self._content(ev, disk_limit=None)
         if data is None:
             return False
         found = params.framework_params(rel, data)
@@ -474,6 +473,17 @@ class FileSide:
                           basis=use.basis)
         use.links[(role, sid)] = vid
 
+    def _content(self, ev: HashDone, *, disk_limit: int | None) -> bytes | None:
+        """The bytes of the version a hash result names: what the hasher already read
+        (a small file), else its copy in the object store, else (up to `disk_limit`
+        bytes; None: not at all) the file on disk."""
+        if 0 < ev.size <= len(ev.head):
+            return ev.head[: ev.size]
+        data = self.probes.read_object(ev.hash) if ev.stored else None
+        if data is None and disk_limit is not None:
+            data = self.probes.read_file(ev.path, disk_limit)
+        return data
+
     def _metrics_from(self, run: Run, rel: str, ev: HashDone, kind: str) -> None:
         """Numbers a run left in a file it wrote (metrics files, logs, CSV logs)."""
         lim = self.metric_limits
@@ -483,12 +493,7 @@ class FileSide:
             lim.sniff_max_bytes if sniff else -1)
         if ev.size > limit or ev.hash is None:
             return
-        if 0 < ev.size <= len(ev.head):
-            data = ev.head[: ev.size]  # the hasher read the whole (small) file already
-        else:
-            data = self.probes.read_object(ev.hash) if ev.stored else None
-        if data is None:
-            data = self.probes.read_file(ev.path, limit)
+        data = self._content(ev, disk_limit=limit)
         if data is None:
             return
         found = metrics.parse(rel, data, kind=kind, limits=lim)

@@ -394,6 +394,12 @@ def is_onlooker(argv: list[str] | tuple[str, ...], exe: str | None = None) -> bo
     return bool(argv) and _is_onlooker(parse_invocation(argv, exe), argv)
 
 
+def _program_index(argv: list[str]) -> int:
+    """Where the program is: argv[0], or the script a shell runs (the kernel's view of
+    a shebang, `bash ~/.pyenv/shims/python3 ...`)."""
+    return 1 if _family(program_name(argv, None)) == "bash" and len(argv) > 1 else 0
+
+
 def is_manager_helper(argv: list[str] | tuple[str, ...]) -> bool:
     """A version manager's shim or helper (``pyenv exec``, ``pyenv-which``, also through
     ``/usr/bin/env bash ...``): plumbing between what the person typed and the real
@@ -405,8 +411,7 @@ def is_manager_helper(argv: list[str] | tuple[str, ...]) -> bool:
             argv = argv[1:]
     if not argv or not is_shim(argv):
         return False
-    first = 1 if _family(program_name(argv, None)) == "bash" and len(argv) > 1 else 0
-    path = argv[first]
+    path = argv[_program_index(argv)]
     # The real interpreters live under the manager's folder too (~/.pyenv/versions/...,
     # ~/.asdf/installs/...): those are the program, not plumbing. And a libexec folder
     # is a manager's only when the program is one of its (pyenv-which, not
@@ -452,8 +457,7 @@ def unshim(argv: list[str] | tuple[str, ...]) -> list[str]:
     argv = list(argv)
     if not argv:
         return argv
-    # The manager is argv[0], or the script a shell runs (the kernel's view of a shebang).
-    first = 1 if _family(program_name(argv, None)) == "bash" and len(argv) > 1 else 0
+    first = _program_index(argv)
     path = argv[first]
     base = os.path.basename(path)
     rest = argv[first + 1:]

@@ -556,6 +556,12 @@ def _framework_file(rel: str) -> str | None:
     return None
 
 
+def is_framework_file(rel: str) -> bool:
+    """Whether `framework_params` has anything to say of this path (its name decides):
+    a caller need not read any other file a run wrote."""
+    return _framework_file(rel) is not None
+
+
 def framework_run_dir(rel: str) -> str | None:
     """The per-run folder a framework file lies in (``outputs/2024-01-02/10-11-12``,
     ``multirun/.../3`` for Hydra's job 3, ``lightning_logs/version_7``), or None.
