@@ -85,6 +85,9 @@ class FileEvent:
     path: str
     pid: int | None = None
     cookie: int = 0  # pairs moved_from/moved_to (inotify)
+    # inotify: the event happened after this (the kernel queue was last seen empty then)
+    # and by `t` (when it was read); None: at `t`, as near as the source can tell.
+    since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ class FileSide:
             # Runs surely alive at once that all name this file in their argv (the same
             # script run twice) each read it: no need to tell them apart. (Only surely:
             # in a sequential pipeline the one that ended is settled by the rules below.)
-            cands = self._pidless_candidates(ev.t)
+            cands = self._pidless_candidates(ev.t, ev.since)
             named = [r for r in cands
                      if attribution.named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
             if len(named) > 1 and len(named) == len(cands):
@@ -194,9 +194,11 @@ class FileSide:
                  if folder in r.wrote_in and r.alive_at(t, _PIDLESS_SLACK)]
         return found[0] if len(found) == 1 else None
 
-    def _pidless_candidates(self, t: float) -> list[Run]:
-        """The runs a pid-less event at `t` may be of: shown in the stream, alive then."""
-        return [r for r in self.runs if r.script_seen and r.alive_at(t, _PIDLESS_SLACK)]
+    def _pidless_candidates(self, t: float, since: float | None = None) -> list[Run]:
+        """The runs a pid-less event at `t` (somewhere in [since, t] when the source was
+        behind) may be of: shown in the stream before it, alive then."""
+        return [r for r in self.runs
+                if r.script_seen and r.alive_at(t, _PIDLESS_SLACK, since)]
 
     def _attribute(self, ev: FileEvent, path: str
                    ) -> tuple[Run | None, Step | None, str | None]:
@@ -212,7 +214,7 @@ class FileSide:
                 return proc.run, proc.step, "fanotify"
             if self.pids_known:
                 return None, None, None
-        cands = self._pidless_candidates(ev.t)
+        cands = self._pidless_candidates(ev.t, ev.since)
         if not cands:
             return None, None, None
         if len(cands) == 1:

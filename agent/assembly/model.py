@@ -87,11 +87,13 @@ class Run:
             u = self.files[path] = Use()
         return u
 
-    def alive_at(self, t: float, slack: float) -> bool:
+    def alive_at(self, t: float, slack: float, since: float | None = None) -> bool:
+        """Whether something that happened at `t` (or somewhere in [since, t]) may be
+        this run's: the two spans overlap."""
         # /proc start times are truncated to 10 ms ticks: never later than the truth.
         if t < self.started - 0.011:
             return False
-        return self.ended_at is None or t <= self.ended_at + slack
+        return self.ended_at is None or (t if since is None else since) <= self.ended_at + slack
 
     def last_alive(self) -> float:
         """The last time the run is known to have been alive."""

@@ -75,7 +75,8 @@ class InotifySource:
         self._path_wd: dict[str, int] = {}
         self._kids: dict[str, set[str]] = {}  # watched folder -> its watched subfolders
         # (t, offset in the fd's byte stream, wd, mask, cookie, name)
-        self._backlog: deque[tuple[float, int, int, int, int, str]] = deque()
+        # (read at, queue last empty before, offset, wd, mask, cookie, name)
+        self._backlog: deque[tuple[float, float | None, int, int, int, int, str]] = deque()
         self._offset = 0  # bytes read from the inotify fd so far
         self._pending_moves: dict[int, tuple[str, float]] = {}  # cookie -> (old path, deadline)
         # Agent clock time before which every event the kernel queued has been passed on
@@ -250,6 +251,9 @@ class InotifySource:
                 return got
             got = True
             t = clock.now()
+            # The events of this read happened after the queue was last seen empty: under
+            # a backlog, long before `t` (the assembler's windows use both ends).
+            since = self._empty_at or None
             pos, end = 0, len(data)
             while pos < end:
                 off = base + pos
@@ -259,7 +263,7 @@ class InotifySource:
                 if mask & isdir and mask & _DIR_NOISE:
                     continue  # folder listings (ours and everyone's) are noise
                 name = data[name_start:pos].rstrip(b"\0")
-                append((t, off, wd, mask, cookie, os.fsdecode(name) if name else ""))
+                append((t, since, off, wd, mask, cookie, os.fsdecode(name) if name else ""))
 
     def _process_backlog(self) -> None:
         backlog = self._backlog
@@ -273,7 +277,8 @@ class InotifySource:
     def _emit(self, event: object) -> None:
         self._out.put(event)
 
-    def _handle(self, t: float, off: int, wd: int, mask: int, cookie: int, name: str) -> None:
+    def _handle(self, t: float, since: float | None, off: int, wd: int, mask: int, cookie: int,
+                name: str) -> None:
         if mask & _SPECIAL or not name:
             self._handle_special(t, wd, mask, cookie, name)
             return
@@ -288,7 +293,7 @@ class InotifySource:
         if d.endswith(_PYCACHE):
             # Imports served from bytecode: a .pyc read stands for its source.
             if (op is ev.OPEN or op is ev.CLOSE_NOWRITE) and name.endswith(".pyc"):
-                self._emit(ev.FileEvent(t, op, p, None, cookie))
+                self._emit(ev.FileEvent(t, op, p, None, cookie, since))
             return
         if ignore.skip_dir(d) or (ignore.has_patterns and ignore.matches_pattern(p)):
             return
@@ -306,7 +311,7 @@ class InotifySource:
                 return
         elif name == "pyvenv.cfg" and (op is ev.CREATE or op is ev.MOVED_TO):
             self._folder_became_env(d)
-        self._emit(ev.FileEvent(t, op, p, None, cookie))
+        self._emit(ev.FileEvent(t, op, p, None, cookie, since))
 
     def _handle_special(self, t: float, wd: int, mask: int, cookie: int, name: str) -> None:
         if mask & F.Q_OVERFLOW:

@@ -1078,3 +1078,18 @@ def test_a_launcher_record_gives_the_exact_exit_and_the_kept_output(project):
     assert cat.steps[1]["status"] == "failed"
     assert set(cat.io(1, "output")) == {".onlooker/runs/1.log"}
     assert [m for r, src, m in cat.metrics if src == ".onlooker/runs/1.log"]
+
+
+def test_a_pidless_event_read_late_under_a_backlog_lands_on_its_run(project):
+    # inotify read these writes 3 s after the run ended; its queue was last empty
+    # before the run began writing, so they happened while it was alive.
+    asm, cat, hasher = make(project)
+    p = str(project)
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.002, CLOSE_NOWRITE, f"{p}/src/train.py"))
+    asm.handle(ProcExit(T0 + 1.0, 10, exit_code=0))
+    asm.handle(FileEvent(T0 + 4.0, CLOSE_WRITE, f"{p}/out/f1.txt", since=T0 + 0.5))
+    asm.handle(FileEvent(T0 + 4.0, CLOSE_WRITE, f"{p}/late.txt", since=T0 + 3.5))  # not its
+    asm.tick(T0 + 5)
+    finish_hashes(asm, hasher, T0 + 5)
+    assert set(cat.io(1, "output")) == {"out/f1.txt"}
