@@ -269,13 +269,18 @@ class Agent:
         log.info("watching %s (process tier %s, files tier %s)", self.project,
                  self.tiers["process"]["name"], self.tiers["files"]["name"])
         last_status = time.monotonic()
+        open_said = 0
         while not self.stop_event.is_set():
             self._pump(timeout=self._next_wait())
-            if time.monotonic() - last_status >= _STATUS_EVERY:
+            # A run that opened or closed is said at once: `status` right after a command
+            # must not show the idle state from before it.
+            open_now = len(self.assembler.open_runs())
+            if time.monotonic() - last_status >= _STATUS_EVERY or open_now != open_said:
                 with self.catalog.transaction():
                     self._launcher_records()
                 self._write_status()
                 last_status = time.monotonic()
+                open_said = open_now
         self.state = "stopping"
         self.hasher.hurry()
         self.rescan_event.set()  # wakes the scan loop, which sees the stop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,7 @@ _RUN_FIELDS = {"status", "exit_code", "signal", "ended_at", "env_id", "git_commi
 _STEP_FIELDS = {"status", "exit_code", "signal", "ended_at", "argv", "cwd", "exe",
                 "parent_step_id"}
 _JSON_FIELDS = {"command", "argv"}
+_NTH_NEWEST = re.compile(r"-([1-9][0-9]*)")
 _FILES_SQL = (
     "SELECT DISTINCT io.run_id, io.role, io.access, io.basis, a.path, v.hash, v.size, a.kind,"
     " v.id AS vid"
@@ -444,6 +446,31 @@ class Catalog(TelemetryMixin, MetricsMixin):
             d["telemetry"] = tele.get(r["id"])
             out.append(d)
         return out
+
+    def resolve_run(self, ref: str | int) -> int:
+        """A run reference as people type it -> its id: `12`, `last` (or `-1`) for the
+        newest, `-2` for the one before, ... Raises NoSuchRun with a sentence that says
+        what was wrong."""
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            text = str(ref)
+        else:
+            text = str(ref).strip()
+        match = _NTH_NEWEST.fullmatch(text)
+        if text == "last" or match:
+            nth = int(match.group(1)) if match else 1
+            row = self._execute("SELECT id FROM runs ORDER BY started_at DESC, id DESC"
+                                " LIMIT 1 OFFSET ?", (nth - 1,)).fetchone()
+            if row is None:
+                total = self._execute("SELECT count(*) FROM runs").fetchone()[0]
+                raise NoSuchRun("the catalog has no runs yet" if not total
+                                else f"the catalog has only {total} runs")
+            return int(row[0])
+        if text.isdigit():
+            row = self._execute("SELECT id FROM runs WHERE id = ?", (int(text),)).fetchone()
+            if row is None:
+                raise NoSuchRun(f"there is no run {text} in {self.path}")
+            return int(row[0])
+        raise NoSuchRun(f"'{text}' is not a run: give an id, 'last' or -N for the Nth newest")
 
     def run(self, run_id: int) -> dict:
         """One run in full: the JSON contract with `env` and `steps`."""

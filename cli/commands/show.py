@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -27,23 +26,15 @@ from onlooker.cli.output import (
 from onlooker.cli.telemetry_view import telemetry_sections
 from onlooker.store.errors import StoreError
 
-_NTH_NEWEST = re.compile(r"-([1-9][0-9]*)")
-
 
 def resolve(catalog: Any, ref: str) -> dict[str, Any]:
     """RUN as an id, or `last` / `-1` for the newest, `-2` for the one before, ..."""
-    match = _NTH_NEWEST.fullmatch(ref)
-    if ref == "last" or match:
-        nth = int(match.group(1)) if match else 1
-        newest = catalog.runs(limit=nth)
-        if len(newest) < nth:
-            raise CliError("the catalog has no runs yet" if not newest
-                           else f"the catalog has only {len(newest)} runs")
-        return catalog.run(newest[nth - 1]["id"])
-    if ref.startswith("-"):
-        raise CliError(f"'{ref}' is not a run: give an id, 'last' or -N for the Nth newest",
-                       exit_code=2)
-    return catalog.run(int(ref) if ref.isdigit() else ref)
+    try:
+        return catalog.run(catalog.resolve_run(ref))
+    except StoreError as err:
+        usage = not ref.isdigit() and ref != "last" and not ref.startswith("-")
+        bad_dash = ref.startswith("-") and not ref[1:].isdigit()
+        raise CliError(str(err), exit_code=2 if usage or bad_dash else 1) from err
 
 
 def _files(entries: Any) -> str:

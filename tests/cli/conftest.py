@@ -118,6 +118,19 @@ class FakeCatalog:
                 return copy.deepcopy(r)
         raise NoSuchRun(f"no run {run_id} in the catalog")
 
+    def resolve_run(self, ref: Any) -> int:
+        text = str(ref)
+        if text == "last" or (text.startswith("-") and text[1:].isdigit()):
+            nth = 1 if text == "last" else int(text[1:])
+            if len(self.stored) < nth:
+                raise NoSuchRun("the catalog has no runs yet" if not self.stored
+                                else f"the catalog has only {len(self.stored)} runs")
+            return self.stored[-nth]["id"]
+        for r in self.stored:
+            if str(r["id"]) == text:
+                return r["id"]
+        raise NoSuchRun(f"no run {text} in the catalog")
+
     def counts(self) -> dict[str, int]:
         return {"runs": len(self.stored), "versions": 3}
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from .test_pipeline import cli, need_root, paths, runs_json, show_json, started, wait_for
-from .test_robustness import BOTH, _settled, gone, integrity, new_project, status_json
+from .test_robustness import BOTH, gone, integrity, new_project, settle, status_json
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def test_a_run_writing_20000_files_keeps_them_all(tmp_path, tier, hog):
             folder = f"out{round_}"
             subprocess.run([sys.executable, "src/many.py", folder, "20000"], cwd=project,
                            check=True)
-            wait_for(lambda: _settled(project), timeout=240)
+            settle(project, timeout=240)
             run = next(r for r in runs_json(project) if r["command"][2] == folder)
             outs = paths(show_json(project, run["id"])["outputs"])
             assert len(outs) == 20000 and all(p.startswith(folder + "/") for p in outs), (
@@ -94,7 +94,7 @@ def test_sigkill_at_random_moments_loses_no_run_and_no_output(tmp_path, tier):
             time.sleep(0.3)  # the 0.3 s the agent stays down: part of the scenario
             cli(project, "start")
             assert proc.wait(timeout=60) == 0
-            wait_for(lambda: _settled(project), timeout=60)
+            settle(project)
     finally:
         cli(project, "stop")
     assert integrity(project / ".onlooker", tmp_path / "check") == "ok"

@@ -315,7 +315,7 @@ def test_inotify_overflow_rescans_and_loses_nothing(tmp_path, tier):
                            check=True)
             written += sorted((project / folder).iterdir())
             # Let it settle: the run closed and nothing left to hash or scan.
-            wait_for(lambda: _settled(project), timeout=60)
+            settle(project)
             if status_json(project)["counts"]["overflows"] > 0:
                 break
         counts = status_json(project)["counts"]
@@ -337,11 +337,19 @@ def test_inotify_overflow_rescans_and_loses_nothing(tmp_path, tier):
                         if p.parent.name == folder}, (folder, len(outs))
 
 
-def _settled(project: Path) -> bool:
+def _settled(project: Path, since: float) -> bool:
+    """The agent said, after `since` (a wall time), that it has nothing left to do."""
     st = status_json(project)
     b = st["backlog"]
-    return (st["counts"]["runs_open"] == 0 and b["queue"] == 0 and b["hashing"] == 0
-            and b["pending_events"] == 0 and not b["scanning"])
+    # A status written before `since` can be from before the command being waited for.
+    return ((st["updated_at"] or 0) > since and st["counts"]["runs_open"] == 0
+            and b["queue"] == 0 and b["hashing"] == 0 and b["pending_events"] == 0
+            and not b["scanning"])
+
+
+def settle(project: Path, timeout: float = 60) -> None:
+    since = time.time()
+    wait_for(lambda: _settled(project, since), timeout=timeout)
 
 
 # -- weird files ------------------------------------------------------------------------------
@@ -415,7 +423,7 @@ def test_weird_files_do_not_stop_the_agent_and_links_are_not_followed(tmp_path, 
         doomed.unlink()
         subprocess.run([sys.executable, "src/weird.py"], cwd=project, check=True,
                        env={**os.environ, "OUTSIDE": str(secret)})
-        wait_for(lambda: _settled(project), timeout=60)
+        settle(project)
         st = status_json(project)
         assert st["running"] and st["responsive"] and st["state"] == "watching", st
         runs = runs_json(project)
@@ -475,9 +483,11 @@ def test_non_utf8_file_names_are_recorded(tmp_path):
     before.write_text("c,3\n")
     started(project, "unprivileged")
     try:
-        wait_for(lambda: status_json(project)["running"] and _settled(project), timeout=30)
+        settle(project, timeout=30)
         subprocess.run([sys.executable, "src/latin.py"], cwd=project, check=True)
-        wait_for(lambda: not status_json(project)["running"] or _settled(project), timeout=30)
+        since = time.time()
+        wait_for(lambda: not status_json(project)["running"] or _settled(project, since),
+                 timeout=30)
         assert status_json(project)["running"], agent_log(project)[-3000:]
         (run,) = runs_json(project)
         table = cli(project, "show", str(run["id"]), check=False)

@@ -518,3 +518,18 @@ def test_link_refuses_unknown_basis_and_missing_access(cat):
     with pytest.raises(StoreError):  # the schema holds the rule too
         cat._execute("INSERT INTO io (run_id, version_id, role, access) VALUES (?, ?,"
                      " 'input', 'write')", (run, v))
+
+
+def test_resolve_run_reads_ids_last_and_nth_newest(cat):
+    with pytest.raises(NoSuchRun, match="no runs yet"):
+        cat.resolve_run("last")
+    first = new_run(cat, started_at=T0)
+    second = new_run(cat, started_at=T0 + 10)
+    assert cat.resolve_run("last") == cat.resolve_run("-1") == second
+    assert cat.resolve_run("-2") == first == cat.resolve_run(str(first)) == cat.resolve_run(first)
+    with pytest.raises(NoSuchRun, match="only 2 runs"):
+        cat.resolve_run("-3")
+    with pytest.raises(NoSuchRun, match="no run 99"):
+        cat.resolve_run("99")
+    with pytest.raises(NoSuchRun, match="'best' is not a run"):
+        cat.resolve_run("best")
