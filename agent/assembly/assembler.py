@@ -292,11 +292,21 @@ class Assembler(FileSide):
                                             started_at=self.clock.to_wall(info.started))
         run.root_step = Step(step_id, info.pid, None, info.started)
         run.steps.append(run.root_step)
+        run.imports_unseen = True  # what it imported before the agent watched is unseen
         self.runs.append(run)
         self._join(run, info, run.root_step)
         for child in descendants:
             self._join(run, child, run.root_step)
         self._note_argv_paths(run, info)
+
+    def _note_program(self, run: Run, info: ProcInfo) -> None:
+        """What a step's program says about the run's code: the script it runs, and
+        whether its imports leave bytecode to be seen."""
+        script = classify.script_of(info)
+        if script is not None:
+            run.scripts.add(script)
+        if not classify.writes_bytecode(info):
+            run.imports_unseen = True
 
     def _join(self, run: Run, info: ProcInfo, step: Step | None) -> Proc:
         proc = Proc(info.pid, info.start_ticks, info.argv, info.exe, run=run, step=step)
@@ -398,6 +408,7 @@ class Assembler(FileSide):
         run.root_step = Step(step_id, info.pid, None, info.started,
                              helper=classify.is_manager_helper(info.argv))
         run.steps.append(run.root_step)
+        self._note_program(run, info)
         self._join(run, info, run.root_step)
         self._run_context(run, info)
         self._note_stdio(run, info, run.root_step)
@@ -494,8 +505,10 @@ class Assembler(FileSide):
             proc.step = Step(step_id, info.pid, parent, started,
                              helper=classify.is_manager_helper(info.argv))
             run.steps.append(proc.step)
+            self._note_program(run, info)
         else:
             proc.step.helper = False  # the shim's step is the program it handed over to
+            self._note_program(run, info)
         proc.argv = tuple(info.argv)
         proc.exe = info.exe
         label = classify.project_code(info.argv, info.exe, cwd=info.cwd, project=self.project,
@@ -617,6 +630,8 @@ class Assembler(FileSide):
                    for q in (self.pending, self.pending_late))
 
     def _close_run(self, run: Run) -> None:
+        self._settle_code(run)
+        run.closed = True
         code, sig = run.root_exit if run.root_exit else (None, None)
         status = _status(code, sig)
         ended = run.root_exit_t if run.root_exit_t is not None else run.ended_at

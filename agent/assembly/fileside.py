@@ -15,7 +15,7 @@ from typing import Any
 
 from onlooker.agent import metrics
 from onlooker.agent.assembly import attribution
-from onlooker.agent.assembly.model import Run, Step
+from onlooker.agent.assembly.model import Run, Step, Use
 from onlooker.agent.events import (
     CLOSE_NOWRITE,
     CLOSE_WRITE,
@@ -93,13 +93,17 @@ class FileSide:
 
     def _on_file(self, ev: FileEvent) -> None:
         path = ev.path
+        from_bytecode = False
         if "/__pycache__/" in path:
-            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE):
-                return
             src = source_for_pyc(path)
             if src is None:
                 return
-            path = src
+            if ev.op in (CLOSE_WRITE, MOVED_TO, CREATE):
+                self._bytecode_written(ev, src)
+                return
+            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE):
+                return
+            path, from_bytecode = src, True
         if ev.op == MOVED_FROM:
             self.moves[ev.cookie] = (path, ev.t)
             return
@@ -187,6 +191,43 @@ class FileSide:
         if write or read:
             self._record(run, path, write=write, step=step, seen=ev.t,
                          closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis)
+            if from_bytecode and run is not None:
+                run.use(path).imported = True
+
+    def _bytecode_written(self, ev: FileEvent, src: str) -> None:
+        """Bytecode of `src` was written: the run that just read the source compiled it
+        to run it (an import), it did not read it as text."""
+        if ev.pid is not None:
+            proc = self.procs.get(ev.pid) or self.gone.get(ev.pid)
+            runs = [proc.run] if proc is not None and proc.run is not None else []
+        else:
+            runs = self._pidless_candidates(ev.t, ev.since)
+        for run in runs:
+            use = run.files.get(src)
+            if use is not None:
+                use.imported = True
+
+    def _ran(self, run: Run, path: str, use: Use) -> bool:
+        """Whether a code file the run read was executed by it, not read as text (a
+        library hashing or copying the project's scripts). Only Python sources can be
+        told apart: by their bytecode, read or written by the run."""
+        return (not path.endswith(".py") or use.imported or run.imports_unseen
+                or path in run.scripts)
+
+    def _settle_code(self, run: Run) -> None:
+        """At the run's end, when every event before it is in: a Python source the run
+        read that it never ran is a tool's read (meta), not its code."""
+        for path, use in run.files.items():
+            if use.read_role != "code" or self._ran(run, path, use):
+                continue
+            use.read_role = "meta"
+            for (role, sid), vid in list(use.links.items()):
+                if role != "code":
+                    continue
+                del use.links[(role, sid)]
+                self.catalog.unlink(run.db_id, vid, "code", sid)
+                step = next((s for s in run.steps if s.db_id == sid), None)
+                self._link_meta(run, path, vid, "read", step)
 
     def _folder_writer(self, path: str, t: float) -> tuple[Run, Step | None] | None:
         folder = os.path.dirname(path)
@@ -371,6 +412,8 @@ class FileSide:
         for run in dict.fromkeys(runs_reading):
             use = run.use(ev.path)
             role = "meta" if meta_r else "code" if kind in ("code", "notebook") else "input"
+            if role == "code" and run.closed and not self._ran(run, ev.path, use):
+                role = "meta"  # hashed after the run's end: settled now
             if use.read_vid is None:
                 use.read_vid, use.read_role = vid, role
             for step, how in list(use.steps.items()):

@@ -36,6 +36,8 @@ class Use:
     read_vid: int | None = None  # the version the run read, once hashed
     read_role: str = "input"
     basis: str | None = None  # how the run was found to have used it (records.BASES)
+    # its bytecode was read or written by the run: the source was run, not read as text
+    imported: bool = False
 
 
 @dataclass(eq=False)
@@ -80,6 +82,11 @@ class Run:
     log_texts: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     composed: bool = False  # a framework wrote the config it composed (params from it)
     reattached: bool = False  # adopted at the agent's start: alive while it was down
+    scripts: set[str] = field(default_factory=set)  # the scripts its steps ran
+    # Its imports may not show as bytecode read or written (a Python step caches none in
+    # the project, or the run began before the agent watched): a source read is code.
+    imports_unseen: bool = False
+    closed: bool = False
 
     def use(self, path: str) -> Use:
         u = self.files.get(path)

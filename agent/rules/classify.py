@@ -613,6 +613,34 @@ def _module_file(module: str, cwd: str | None) -> str | None:
     return None
 
 
+def writes_bytecode(info: ProcInfo) -> bool:
+    """Whether a Python process caches what it compiles in the project's __pycache__
+    (the evidence that a source was imported rather than read as text). True for
+    programs that are not Python: they have no say."""
+    argv = list(info.argv)
+    if not argv or _family(program_name(argv, info.exe)) != "python":
+        return True
+    env = dict(info.environ)
+    if env.get("PYTHONDONTWRITEBYTECODE") or env.get("PYTHONPYCACHEPREFIX"):
+        return False
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-X", "-W"):  # an option with its value next
+            if arg == "-X" and argv[i + 1:i + 2] and argv[i + 1].startswith("pycache_prefix"):
+                return False
+            i += 2
+            continue
+        if arg.startswith("-X") and arg[2:].startswith("pycache_prefix"):
+            return False
+        if arg in ("-c", "-m", "-") or not arg.startswith("-") or arg.startswith("--"):
+            break  # the interpreter's own options end here
+        if arg[1:].isalpha() and "B" in arg[1:]:
+            return False
+        i += 1
+    return True
+
+
 def script_of(info: ProcInfo) -> str | None:
     """The absolute path of the script a run executes, or None (``-c``, prompts)."""
     inv = parse_invocation(info.argv, info.exe)

@@ -10,6 +10,13 @@ log = logging.getLogger(__name__)
 
 # mod.cpython-311.pyc, mod.cpython-311.opt-1.pyc, mod.pypy39.pyc
 _CACHED = re.compile(r"^(?P<mod>[^.]+)\.[A-Za-z]+-?\d+(?:\.opt-\d+)?\.pyc$")
+# The import system writes bytecode to `NAME.pyc.<id>` and renames it into place.
+_WRITING = re.compile(r"\.pyc\.\d+$")
+
+
+def is_bytecode(name: str) -> bool:
+    """A compiled Python file's name, or the temporary name it is written under."""
+    return name.endswith(".pyc") or _WRITING.search(name) is not None
 
 
 def source_for_pyc(path: str) -> str | None:
@@ -19,6 +26,7 @@ def source_for_pyc(path: str) -> str | None:
     keeps the form of `path` (relative stays relative). None for anything else.
     """
     folder, name = os.path.split(path)
+    name = _WRITING.sub(".pyc", name)
     if not name.endswith(".pyc"):
         return None
     if os.path.basename(folder) == "__pycache__":

@@ -13,6 +13,7 @@ from pathlib import Path
 import pathspec
 
 from onlooker.agent.errors import AgentError
+from onlooker.agent.rules.codemap import is_bytecode
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,10 @@ class Ignore:
 
     def kept_pyc(self, abs_path: str) -> bool:
         """A project module's bytecode: skipped for watching, yet its open means the
-        module was imported (the source itself is not opened when the cache is fresh)."""
+        module was imported (the source itself is not opened when the cache is fresh),
+        and its write that the module was compiled to be run."""
         head, sep, name = abs_path.rpartition("/__pycache__/")
-        return bool(sep) and name.endswith(".pyc") and "/" not in name and not self.skip_dir(head)
+        return bool(sep) and is_bytecode(name) and "/" not in name and not self.skip_dir(head)
 
     @property
     def has_patterns(self) -> bool:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 STRUCTURE_MASK = (F.CREATE | F.DELETE | F.MOVED_FROM | F.MOVED_TO | F.CLOSE_WRITE
                   | F.DELETE_SELF | F.MOVE_SELF | F.Q_OVERFLOW | F.EXCL_UNLINK | F.DONT_FOLLOW)
 READ_MASK = F.OPEN | F.CLOSE_NOWRITE
+# A bytecode cache: its reads stand for imports, and a .pyc renamed into place says that
+# its source was just compiled to be run (an import, not a read of the text as bytes).
+PYCACHE_MASK = READ_MASK | F.MOVED_TO
 _OPS = {F.OPEN: ev.OPEN, F.CLOSE_NOWRITE: ev.CLOSE_NOWRITE, F.CLOSE_WRITE: ev.CLOSE_WRITE,
         F.CREATE: ev.CREATE, F.DELETE: ev.DELETE, F.MOVED_FROM: ev.MOVED_FROM,
         F.MOVED_TO: ev.MOVED_TO}
@@ -291,8 +294,9 @@ class InotifySource:
             self._ignore_file_changed()
         ignore = self._ignore
         if d.endswith(_PYCACHE):
-            # Imports served from bytecode: a .pyc read stands for its source.
-            if (op is ev.OPEN or op is ev.CLOSE_NOWRITE) and name.endswith(".pyc"):
+            # Imports served from bytecode: a .pyc read stands for its source; one
+            # written says the source was compiled to run.
+            if name.endswith(".pyc") and op in (ev.OPEN, ev.CLOSE_NOWRITE, ev.MOVED_TO):
                 self._emit(ev.FileEvent(t, op, p, None, cookie, since))
             return
         if ignore.skip_dir(d) or (ignore.has_patterns and ignore.matches_pattern(p)):
@@ -336,7 +340,8 @@ class InotifySource:
             if name == "conda-meta":
                 self._folder_became_env(d)
             elif self._pycache_ok(p):
-                self._watch(p, READ_MASK)
+                self._watch(p, PYCACHE_MASK)
+                self._bytecode_written_before_watch(p)
             elif not self._ignore.skip_dir(p):
                 self._sync(p, emit_new=True)
         elif mask & F.MOVED_FROM:
@@ -416,7 +421,7 @@ class InotifySource:
             if ignore.skip_dir(d):
                 if self._pycache_ok(d):
                     if d not in self._path_wd or readd:
-                        self._watch(d, READ_MASK)
+                        self._watch(d, PYCACHE_MASK)
                     continue
                 self._unwatch_tree(d)
                 continue
@@ -461,6 +466,17 @@ class InotifySource:
                 self._drain()
         if self._limit_hit:
             self._emit(ev.Overflow(clock.now(), "inotify"))  # a later rescan covers those folders
+
+    def _bytecode_written_before_watch(self, d: str) -> None:
+        """A bytecode cache just made is filled at once, likely before its watch: what is
+        already in it was written just now (the first import of its modules)."""
+        t = clock.now()
+        try:
+            names = [n for n in os.listdir(d) if n.endswith(".pyc")]
+        except OSError:
+            return
+        for name in names:
+            self._emit(ev.FileEvent(t, ev.CREATE, f"{d}/{name}", None, 0, self._empty_at or None))
 
     def _pycache_ok(self, d: str) -> bool:
         """A bytecode cache of a watched folder: watched for reads only."""

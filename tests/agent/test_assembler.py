@@ -442,6 +442,87 @@ def test_pyc_open_maps_to_its_source_as_code(project):
     assert set(cat.io(1, "code")) == {"src/util.py"}
 
 
+def _bytecode_run(project, *, pids_known, environ=(), argv=("python", "src/train.py")):
+    """A run that imports src/util.py (its bytecode written) and whose library reads
+    src/other.py as text (a hash of the project's scripts): returns (catalog, run id)."""
+    asm, cat, hasher = make(project, pids_known=pids_known)
+    p = str(project)
+    for name in ("util", "other"):
+        (project / "src" / f"{name}.py").write_text("X = 1\n")
+    (project / "src" / "__pycache__").mkdir(exist_ok=True)
+    pid = 10 if pids_known else None
+    asm.handle(ProcExec(T0, info(10, list(argv), cwd=p, started=T0, environ=environ)))
+    asm.handle(FileEvent(T0 + 0.001, OPEN, f"{p}/src/train.py", pid=pid))
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_NOWRITE, f"{p}/src/train.py", pid=pid))
+    asm.handle(FileEvent(T0 + 0.02, CLOSE_NOWRITE, f"{p}/src/util.py", pid=pid))
+    cache = f"{p}/src/__pycache__/util.cpython-311.pyc"
+    if pids_known:  # fanotify names the temporary file the import system writes
+        asm.handle(FileEvent(T0 + 0.03, CLOSE_WRITE, cache + ".140213", pid=pid))
+    else:  # inotify sees it renamed into place
+        asm.handle(FileEvent(T0 + 0.03, MOVED_TO, cache))
+    asm.handle(FileEvent(T0 + 0.04, CLOSE_NOWRITE, f"{p}/src/other.py", pid=pid))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    assert len(cat.links) == 3  # hashed while the run is alive: provisional roles
+    asm.handle(ProcExit(T0 + 1.1, 10, exit_code=0))
+    asm.tick(T0 + 2)
+    assert cat.runs[1]["status"] == "completed"
+    return asm, cat
+
+
+@pytest.mark.parametrize("pids_known", [True, False], ids=["fanotify", "inotify"])
+def test_a_source_read_as_text_is_meta_and_an_imported_one_code(project, pids_known):
+    asm, cat = _bytecode_run(project, pids_known=pids_known)
+    assert set(cat.io(1, "code")) == {"src/train.py", "src/util.py"}
+    assert set(cat.io(1, "meta")) == {"src/other.py"}
+    (key,) = [k for k in cat.links if k[2] == "meta"]
+    assert cat.access[key] == "read"
+    assert set(cat.io(1, "input")) == set()
+    assert cat.versions[key[1]]["path"] == "src/other.py"  # versioned all the same
+
+
+@pytest.mark.parametrize("how", ["env", "flag", "prefix"])
+def test_without_bytecode_to_see_every_source_read_is_code(project, how):
+    env = {"env": (("PYTHONDONTWRITEBYTECODE", "1"),),
+           "prefix": (("PYTHONPYCACHEPREFIX", "/tmp/pyc"),)}.get(how, ())
+    argv = ("python", "-B", "src/train.py") if how == "flag" else ("python", "src/train.py")
+    asm, cat = _bytecode_run(project, pids_known=True, environ=env, argv=argv)
+    assert set(cat.io(1, "code")) == {"src/train.py", "src/util.py", "src/other.py"}
+    assert set(cat.io(1, "meta")) == set()
+
+
+def test_a_step_script_is_code_without_bytecode(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    (project / "src" / "prep.py").write_text("print(2)\n")
+    asm.handle(ProcExec(T0, info(10, ["bash", "run.sh"], cwd=p, started=T0)))
+    asm.handle(ProcFork(T0 + 0.01, 10, 11))
+    asm.handle(ProcExec(T0 + 0.02, info(11, ["python", "src/prep.py"], ppid=10, cwd=p,
+                                        started=T0 + 0.02)))
+    asm.handle(FileEvent(T0 + 0.03, CLOSE_NOWRITE, f"{p}/src/prep.py", pid=11))
+    asm.handle(ProcExit(T0 + 0.1, 11, exit_code=0))
+    asm.handle(ProcExit(T0 + 0.2, 10, exit_code=0))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    asm.tick(T0 + 2)
+    assert set(cat.io(1, "code")) == {"src/prep.py"}
+
+
+def test_a_source_hashed_after_the_run_closed_is_settled_then(project):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    (project / "src" / "other.py").write_text("X = 1\n")
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_NOWRITE, f"{p}/src/train.py", pid=10))
+    asm.handle(FileEvent(T0 + 0.02, CLOSE_NOWRITE, f"{p}/src/other.py", pid=10))
+    asm.handle(ProcExit(T0 + 0.1, 10, exit_code=0))
+    asm.tick(T0 + 1)
+    assert cat.runs[1]["status"] == "completed"
+    finish_hashes(asm, hasher, T0 + 1.1)  # the hasher was behind: results after the end
+    assert set(cat.io(1, "code")) == {"src/train.py"}
+    assert set(cat.io(1, "meta")) == {"src/other.py"}
+
+
 def test_config_read_becomes_params(project):
     blob = b"train:\n  seed: 7\n  lr: 0.01\n"
     probes = Probes(read_object=lambda h: blob)

@@ -297,3 +297,23 @@ def test_a_version_managers_plumbing_is_told_from_programs(argv, helper):
     from onlooker.agent.rules.classify import is_manager_helper
 
     assert is_manager_helper(argv) is helper
+
+
+@pytest.mark.parametrize("argv, environ, writes", [
+    (["python", "train.py"], (), True),
+    (["python", "-B", "train.py"], (), False),
+    (["python3", "-uB", "train.py"], (), False),
+    (["python", "-W", "ignore", "-B", "train.py"], (), False),
+    (["python", "train.py", "-B"], (), True),  # the script's own argument
+    (["python", "-X", "pycache_prefix=/tmp/c", "train.py"], (), False),
+    (["python", "train.py"], (("PYTHONDONTWRITEBYTECODE", "1"),), False),
+    (["python", "train.py"], (("PYTHONDONTWRITEBYTECODE", ""),), True),
+    (["python", "train.py"], (("PYTHONPYCACHEPREFIX", "/tmp/c"),), False),
+    (["bash", "-B", "run.sh"], (("PYTHONDONTWRITEBYTECODE", "1"),), True),  # not Python
+])
+def test_writes_bytecode(argv, environ, writes):
+    from onlooker.agent.events import ProcInfo
+    info = ProcInfo(pid=1, ppid=0, argv=tuple(argv), cwd="/p", exe=None, uid=0,
+                    start_ticks=1, started=0.0, environ=environ)
+    from onlooker.agent.rules.classify import writes_bytecode
+    assert writes_bytecode(info) is writes

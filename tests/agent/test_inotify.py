@@ -168,10 +168,10 @@ def test_skipped_folders_are_silent(h: Harness) -> None:
     (h.root / "src" / "__pycache__" / "m.pyc").write_bytes(b"x")
     got = h.barrier()
     quiet = [e for e in got if ".git" in e.path or "/lib/" in e.path]
-    # __pycache__ is watched for reads only (a .pyc read names its source), and an open
-    # cannot tell a read from a write: only an open may show there, once the watch on
-    # the new folder is in place before the write (a race either way).
-    cache = [e for e in got if "__pycache__" in e.path and e.op != ev.OPEN]
+    # __pycache__ is watched for reads and bytecode put in place only: an open may show
+    # there once the watch on the new folder is in place before the write, else the
+    # listing that follows the watch reports the file as just made (a race either way).
+    cache = [e for e in got if "__pycache__" in e.path and e.op not in (ev.OPEN, ev.CREATE)]
     assert quiet == [] and cache == []
     assert str(env) not in h.src._path_wd
 
@@ -365,5 +365,53 @@ def test_bytecode_reads_are_reported_but_nothing_else_in_pycache(tmp_path):
                     break
         assert (CLOSE_NOWRITE, str(pyc)) in seen
         assert all("__pycache__" not in p or p.endswith(".pyc") for _, p in seen)
+    finally:
+        src.stop()
+
+
+def test_bytecode_written_is_reported_for_a_first_import_and_a_recompile(tmp_path):
+    """The evidence that a source was imported, not read as text: its bytecode written,
+    into a cache folder made just then, or renamed into an existing one."""
+    import queue as _queue
+    import subprocess
+    import sys
+
+    from onlooker.agent import config as _config
+    from onlooker.agent.events import CREATE, MOVED_TO, FileEvent
+    from onlooker.agent.rules.ignore import Ignore
+    from onlooker.agent.sources.inotify import InotifySource
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    w = _config.DEFAULTS["watch"]
+    q: _queue.Queue = _queue.Queue()
+    src = InotifySource(q, tmp_path, Ignore(tmp_path, exclude=w["exclude"],
+                                            outside_ignore=w["outside_ignore"]))
+    src.start()
+
+    def written(deadline: float) -> set[str]:
+        seen: set[str] = set()
+        while time.monotonic() < deadline and not any("/mod." in p for p in seen):
+            try:
+                e = q.get(timeout=0.1)
+            except _queue.Empty:
+                continue
+            if isinstance(e, FileEvent) and "__pycache__" in e.path and e.op in (
+                    CREATE, MOVED_TO):
+                seen.add(e.path)
+        return seen
+
+    try:
+        subprocess.run([sys.executable, "-c", "import pkg.mod"], cwd=tmp_path, check=True,
+                       env=env)
+        first = written(time.monotonic() + 10)
+        assert any(p.endswith(".pyc") and "/mod." in p for p in first), first
+        (tmp_path / "pkg" / "mod.py").write_text("X = 22\n")  # stale cache: recompiled
+        subprocess.run([sys.executable, "-c", "import pkg.mod"], cwd=tmp_path, check=True,
+                       env=env)
+        again = written(time.monotonic() + 10)
+        assert any(p.endswith(".pyc") and "/mod." in p for p in again), again
     finally:
         src.stop()
