@@ -53,6 +53,7 @@ class Want:
     code: set[str] = field(default_factory=set)
     params: dict[str, Any] = field(default_factory=dict)
     metrics: set[str] = field(default_factory=set)
+    meta: set[str] = field(default_factory=set)  # among the run's meta files (tools' reads)
 
 
 @dataclass
@@ -217,6 +218,9 @@ def compare(wants: list[Want], runs: list[dict], tier: str) -> dict[str, Any]:
                 p[f"extra {part}"] = extra
             if missing:
                 p[f"missing {part}"] = missing
+        missing_meta = sorted(w.meta - _paths(run.get("meta") or []))
+        if missing_meta:
+            p["missing meta"] = missing_meta
         for e in run["inputs"] + run["outputs"] + run["code"]:
             if not str(e.get("hash", "")).startswith("blake3:"):
                 p.setdefault("unhashed", []).append(e["path"])
@@ -535,6 +539,7 @@ ap.add_argument("--lr", type=float, default=0.1)
 ap.add_argument("--epochs", type=int, default=2)
 args = ap.parse_args()
 run = wandb.init(project="demo", config=vars(args))
+run.log_code(".")  # reads every .py of the project as text, imported or not
 w, losses = fit(load("data/points.csv"), args.lr, args.epochs)
 for step, loss in enumerate(losses):
     run.log({"loss": loss}, step=step)
@@ -547,12 +552,13 @@ run.finish()
 def wandb_offline(project: Path, outside: Path) -> Spec:
     write(project, {
         "train.py": WANDB_TRAIN.lstrip(), "fit.py": FIT.lstrip(),
+        "tools/plot.py": "import sys\nprint(sys.argv)\n",  # never run by train.py
         "data/points.csv": points_csv(), ".gitignore": "wandb/\nmodel.pkl\n",
     })
     cmd = ["python", "train.py", "--lr", "0.2", "--epochs", "3"]
     return Spec([Command(cmd, project, {"WANDB_MODE": "offline"})], [Want(
         cmd, inputs={"data/points.csv"}, outputs={"model.pkl"}, code={"train.py", "fit.py"},
-        params={"lr": 0.2, "epochs": 3},
+        params={"lr": 0.2, "epochs": 3}, meta={"tools/plot.py"},
     )], list(GIT_SETUP))
 
 
