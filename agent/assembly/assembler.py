@@ -19,6 +19,7 @@ from onlooker.agent import clock as clock_mod
 from onlooker.agent import metrics
 from onlooker.agent.assembly.fileside import SLACK, FileSide, Waiter
 from onlooker.agent.assembly.model import Proc, Run, Step
+from onlooker.agent.assembly.table import RunTable
 from onlooker.agent.config import Config
 from onlooker.agent.events import (
     FdSeen,
@@ -38,9 +39,7 @@ from onlooker.agent.workers.hasher import PRIO_RUN
 log = logging.getLogger(__name__)
 
 _COMPACT_EVERY = 60.0  # seconds between telemetry compactions
-_RECENT = 120.0  # seconds a closed run stays a candidate for rescanned files
 _CATCH_UP_MAX = 120.0  # seconds a run's close waits for lagging file sources
-_GONE_KEEP = 600.0  # seconds a closed run's pids still claim late file events
 _LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
 
 
@@ -108,11 +107,9 @@ class Assembler(FileSide):
         self.quiet = float(cfg["capture"]["quiet_seconds"])
         self.rules = cfg["kinds"]["rules"]
         self.metric_limits = metrics.Limits(**cfg["metrics"])
-        self.procs: dict[int, Proc] = {}
-        self.runs: list[Run] = []
+        self.table = RunTable()
         self.pending: deque[tuple[float, FileEvent]] = deque()
         self.pending_late: deque[tuple[float, FileEvent]] = deque()
-        self.recent: list[Run] = []  # closed in the last _RECENT seconds
         self.moves: dict[int, tuple[str, float]] = {}  # cookie -> (moved-away path, when)
         self.fd_seen: dict[str, dict[int, float]] = {}
         self.waiters: dict[str, list[Waiter]] = {}
@@ -128,9 +125,6 @@ class Assembler(FileSide):
         # Set by the daemon: the file sources have passed on every event from before
         # this time. A run closes only once they are past its end (infinite: no sources).
         self.files_caught_up = float("inf")
-        # Processes of closed runs, by pid: an event of theirs that a backlog delayed
-        # still lands on their run (until the pid is seen reused).
-        self.gone: dict[int, Proc] = {}
         # path -> when a process known to be no run's wrote it: a rename of it into
         # place is that process's, not the run's alive then (fanotify tier).
         self.outsider_writes: dict[str, float] = {}
@@ -200,9 +194,7 @@ class Assembler(FileSide):
         self.moves = {c: m for c, m in self.moves.items() if now - m[1] < _COMPACT_EVERY}
         self.outsider_writes = {k: t for k, t in self.outsider_writes.items()
                                 if now - t < _COMPACT_EVERY}
-        self.gone = {pid: p for pid, p in self.gone.items()
-                     if p.run is not None and p.run.ended_at is not None
-                     and now - p.run.ended_at < _GONE_KEEP}
+        self.table.expire_gone(now)
 
     def drain(self, now: float) -> None:
         """Attribute everything pending now (the agent is stopping)."""
@@ -237,14 +229,25 @@ class Assembler(FileSide):
     def busy(self) -> bool:
         return bool(self.pending or self.pending_late) or any(w for w in self.waiters.values())
 
+    # The run table's contents, read by the file side and by tests; changed only
+    # through the table's own operations.
+    @property
+    def runs(self) -> list[Run]:
+        return self.table.runs
+
+    @property
+    def recent(self) -> list[Run]:
+        return self.table.recent
+
+    @property
+    def procs(self) -> dict[int, Proc]:
+        return self.table.procs
+
     def open_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.ended_at is None]
+        return self.table.alive()
 
     def watched_pids(self) -> set[int]:
-        out: set[int] = set()
-        for r in self.runs:
-            out |= r.members
-        return out
+        return self.table.watched_pids()
 
     def load_latest(self, rows: dict[str, str]) -> None:
         self.latest.update(rows)
@@ -293,10 +296,10 @@ class Assembler(FileSide):
         run.root_step = Step(step_id, info.pid, None, info.started)
         run.steps.append(run.root_step)
         run.imports_unseen = True  # what it imported before the agent watched is unseen
-        self.runs.append(run)
-        self._join(run, info, run.root_step)
+        self.table.open(run)
+        self.table.join(run, info, run.root_step)
         for child in descendants:
-            self._join(run, child, run.root_step)
+            self.table.join(run, child, run.root_step)
         self._note_argv_paths(run, info)
 
     def _note_program(self, run: Run, info: ProcInfo) -> None:
@@ -308,17 +311,10 @@ class Assembler(FileSide):
         if not classify.writes_bytecode(info):
             run.imports_unseen = True
 
-    def _join(self, run: Run, info: ProcInfo, step: Step | None) -> Proc:
-        proc = Proc(info.pid, info.start_ticks, info.argv, info.exe, run=run, step=step)
-        self.procs[info.pid] = proc
-        run.members.add(info.pid)
-        run.pids.add(info.pid)
-        return proc
-
     def _on_exec(self, ev: ProcExec) -> None:
         info = ev.info
         self._now_seen = ev.t
-        self.gone.pop(info.pid, None)  # the pid is another process's now
+        self.table.reused(info.pid)  # the pid is another process's now
         known = self.procs.get(info.pid)
         if known is not None and known.start_ticks == info.start_ticks and known.exited is None:
             if tuple(info.argv) == known.argv:
@@ -343,9 +339,9 @@ class Assembler(FileSide):
             run = parent.run
             if (tuple(info.argv) == parent.argv and info.exe == parent.exe) or not info.argv:
                 # a worker forked without exec (polling sees it only now): its parent's step
-                self._join(run, info, parent.step)
+                self.table.join(run, info, parent.step)
                 return
-            proc = self._join(run, info, parent.step)
+            proc = self.table.join(run, info, parent.step)
             self._new_step(run, info, proc, exec_in_place=False)
             return
         if (info.started < self.agent_started - 1.0
@@ -373,7 +369,7 @@ class Assembler(FileSide):
 
     def _outsider(self, info: ProcInfo) -> None:
         """Known from now on as a process of no run (its exit and children judged so)."""
-        self.procs[info.pid] = Proc(info.pid, info.start_ticks, info.argv, info.exe)
+        self.table.track(Proc(info.pid, info.start_ticks, info.argv, info.exe))
 
     def _member_ancestor(self, info: ProcInfo) -> Proc | None:
         for pid in (info.ppid, *info.ancestors):
@@ -400,7 +396,7 @@ class Assembler(FileSide):
                 and not self.ignore.skip_file(script)):
             run.script, run.script_seen = script, False
         run.marker = self._seq
-        self.runs.append(run)
+        self.table.open(run)
         self.stats.runs_started += 1
         step_id = self.catalog.add_step(db_id, pid=info.pid, ppid=info.ppid, parent_step_id=None,
                                         argv=secrets.redact_argv(argv), cwd=info.cwd,
@@ -409,7 +405,7 @@ class Assembler(FileSide):
                              helper=classify.is_manager_helper(info.argv))
         run.steps.append(run.root_step)
         self._note_program(run, info)
-        self._join(run, info, run.root_step)
+        self.table.join(run, info, run.root_step)
         self._run_context(run, info)
         self._note_stdio(run, info, run.root_step)
         return run
@@ -548,13 +544,13 @@ class Assembler(FileSide):
         return True
 
     def _on_fork(self, ev: ProcFork) -> None:
-        self.gone.pop(ev.child_pid, None)
+        self.table.reused(ev.child_pid)
         parent = self.procs.get(ev.parent_pid)
         if parent is None or parent.run is None or parent.run.ended_at is not None:
             return
         info = ProcInfo(pid=ev.child_pid, ppid=ev.parent_pid, argv=parent.argv, cwd=None,
                         exe=parent.exe, uid=None, start_ticks=-1, started=ev.t)
-        self._join(parent.run, info, parent.step)
+        self.table.join(parent.run, info, parent.step)
 
     def _on_exit(self, ev: ProcExit) -> None:
         proc = self.procs.get(ev.pid)
@@ -563,7 +559,7 @@ class Assembler(FileSide):
         proc.exited = ev.t
         run = proc.run
         if run is None:
-            del self.procs[ev.pid]
+            self.table.forget(ev.pid)
             return
         run.members.discard(ev.pid)
         status = _status(ev.exit_code, ev.signal)
@@ -582,21 +578,16 @@ class Assembler(FileSide):
             run.ended_after = ev.after
 
     def _finish_runs(self, now: float, force_time: bool = False) -> None:
-        keep: list[Run] = []
-        for run in self.runs:
+        for run in list(self.table.runs):
             done = run.ended_at is not None and (
                 force_time or now >= run.ended_at + self.grace + SLACK)
             if not done or self._has_pending_before(run) or (
                     not force_time and self._sources_behind(run, now)):
-                keep.append(run)
                 continue
             # Hash results still owed land on the run object after it is closed.
             self._close_run(run)
-            self.recent.append(run)
-        self.runs = keep
         # Closed runs stay candidates for files a rescan finds a little later.
-        self.recent = [r for r in self.recent if r.ended_at is None
-                       or now - r.ended_at < _RECENT]
+        self.table.expire_recent(now)
 
     def _stopped_helpers(self, run: Run) -> None:
         """In a run that completed, a step its parent stopped with a signal (spawn Pool
@@ -631,19 +622,15 @@ class Assembler(FileSide):
 
     def _close_run(self, run: Run) -> None:
         self._settle_code(run)
-        run.closed = True
         code, sig = run.root_exit if run.root_exit else (None, None)
         status = _status(code, sig)
         ended = run.root_exit_t if run.root_exit_t is not None else run.ended_at
-        for pid in run.pids:
-            p = self.procs.get(pid)
-            if p is not None and p.run is run:
-                if p.step is not None and not p.step.ended and p.step.pid == pid:
-                    p.step.ended = True
-                    self.catalog.update_step(p.step.db_id, status="ended",
-                                             ended_at=self.clock.to_wall(run.ended_at or ended))
-                del self.procs[pid]
-                self.gone[pid] = p
+        for p in self.table.procs_of(run):
+            if p.step is not None and not p.step.ended and p.step.pid == p.pid:
+                p.step.ended = True
+                self.catalog.update_step(p.step.db_id, status="ended",
+                                         ended_at=self.clock.to_wall(run.ended_at or ended))
+        self.table.close(run)
         if status == "completed":
             self._stopped_helpers(run)
         self.catalog.update_run(run.db_id, status=status, exit_code=code, signal=sig,

@@ -16,6 +16,7 @@ from typing import Any
 from onlooker.agent import metrics
 from onlooker.agent.assembly import attribution
 from onlooker.agent.assembly.model import Run, Step, Use
+from onlooker.agent.assembly.table import RunTable
 from onlooker.agent.events import (
     CLOSE_NOWRITE,
     CLOSE_WRITE,
@@ -64,10 +65,10 @@ class FileSide:
     ignore: Any
     probes: Any
     cfg: Any
+    table: RunTable
     runs: list[Run]
     recent: list[Run]
     procs: dict
-    gone: dict
     outsider_writes: dict
     pids_known: bool
     agent_started: float
@@ -92,33 +93,77 @@ class FileSide:
                          basis="fd")
 
     def _on_file(self, ev: FileEvent) -> None:
-        path = ev.path
-        from_bytecode = False
-        if "/__pycache__/" in path:
-            src = source_for_pyc(path)
-            if src is None:
-                return
-            if ev.op in (CLOSE_WRITE, MOVED_TO, CREATE):
-                self._bytecode_written(ev, src)
-                return
-            if not path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE):
-                return
-            path, from_bytecode = src, True
+        """One file event, in order: what it is about, the run and step that did it,
+        then what that means for the run's files."""
+        path = self._event_path(ev)
+        if path is None:
+            return
         if ev.op == MOVED_FROM:
             self.moves[ev.cookie] = (path, ev.t)
             return
         if self.pids_known and ev.pid is None and ev.op not in (MOVED_TO, DELETE):
-            if ev.op == CREATE and path not in self.outsider_writes and not any(
-                    (u := r.files.get(path)) is not None and u.written for r in self.runs):
-                # A file that appeared in a folder watched too late (made and filled
-                # by a rename at once): the step that wrote in that folder made it.
-                found = self._folder_writer(path, ev.t)
-                if found is not None:
-                    self._record(found[0], path, write=True, step=found[1], basis="window")
+            self._pidless_beside_fanotify(ev, path)
             return  # fanotify reports opens and closes with their pid; inotify adds moves
         self._seq += 1
         self._event_t = ev.t
-        if ev.pid is None and ev.op in (OPEN, CLOSE_NOWRITE):
+        if ev.pid is None:
+            self._follow_script_marker(ev, path)
+        if ev.op == OPEN:
+            # Neither tier tells a read open from a write open: the close will say
+            # (hashing at the open would version a file still being written).
+            return
+        if ev.op == DELETE:
+            self._on_delete(ev, path)
+            return
+        if ev.op not in (CLOSE_WRITE, CLOSE_NOWRITE, CREATE, MOVED_TO):
+            return
+        if ev.op == CLOSE_NOWRITE and self._read_by_all_named(ev, path):
+            return
+        run, step, basis = self._attribute(ev, path)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("file %s %s pid %s -> run %s", ev.op, path, ev.pid,
+                      run.db_id if run else None)
+        if ev.op == MOVED_TO:
+            self._on_moved_to(ev, path, run, step, basis)
+            return
+        write = ev.op in (CLOSE_WRITE, CREATE)
+        if write and run is None and ev.pid is not None:
+            self.outsider_writes[path] = ev.t
+        self._record(run, path, write=write, step=step, seen=ev.t,
+                     closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis)
+        if run is not None and path != ev.path:  # a bytecode read: the source was imported
+            run.use(path).imported = True
+
+    def _event_path(self, ev: FileEvent) -> str | None:
+        """The path an event is about: a bytecode read stands for its source; a bytecode
+        write is evidence of an import (handled here); other cache events are nothing."""
+        if "/__pycache__/" not in ev.path:
+            return ev.path
+        src = source_for_pyc(ev.path)
+        if src is None:
+            return None
+        if ev.op in (CLOSE_WRITE, MOVED_TO, CREATE):
+            self._bytecode_written(ev, src)
+            return None
+        if not ev.path.endswith(".pyc") or ev.op not in (OPEN, CLOSE_NOWRITE):
+            return None
+        return src
+
+    def _pidless_beside_fanotify(self, ev: FileEvent, path: str) -> None:
+        """inotify's view where fanotify names processes: only a file that appeared in a
+        folder watched too late (made and filled by a rename at once) is news; the step
+        that wrote in that folder made it."""
+        if ev.op != CREATE or path in self.outsider_writes or any(
+                (u := r.files.get(path)) is not None and u.written for r in self.runs):
+            return
+        found = self._folder_writer(path, ev.t)
+        if found is not None:
+            self._record(found[0], path, write=True, step=found[1], basis="window")
+
+    def _follow_script_marker(self, ev: FileEvent, path: str) -> None:
+        """A run shows itself in the pid-less stream by opening its script: events
+        before that open are not its own (see `Run.marker`)."""
+        if ev.op in (OPEN, CLOSE_NOWRITE):
             for r in self.runs:
                 if not r.script_seen and r.script == path:
                     r.script_seen, r.marker = True, self._seq
@@ -128,77 +173,66 @@ class FileSide:
                     if r.script_seen and r.script == path and not r.script_read:
                         r.script_read = True  # read, so that open was the run's
                         break
-        elif ev.pid is None and ev.op == CLOSE_WRITE:
+        elif ev.op == CLOSE_WRITE:
             for r in self.runs:
                 if r.script == path and r.script_seen and not r.script_read:
                     # The open taken for the run's was a writer's (`cp x.py y.py; python
                     # y.py`): what came since is not the run's; its own open comes next.
                     r.script_seen = False
-        write = ev.op in (CLOSE_WRITE, CREATE, MOVED_TO)
-        read = ev.op in (OPEN, CLOSE_NOWRITE)
-        if ev.op == OPEN:
-            # Neither tier tells a read open from a write open: the close will say
-            # (hashing at the open would version a file still being written).
-            return
-        if read and ev.pid is None and not self.pids_known:
-            # Runs surely alive at once that all name this file in their argv (the same
-            # script run twice) each read it: no need to tell them apart. (Only surely:
-            # in a sequential pipeline the one that ended is settled by the rules below.)
-            cands = self._pidless_candidates(ev.t, ev.since)
-            named = [r for r in cands
-                     if attribution.named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
-            if len(named) > 1 and len(named) == len(cands):
-                for r in named:
-                    self._record(r, path, write=False, step=_step_at(r.steps, ev.t),
-                                 closed=ev.op == CLOSE_NOWRITE, seen=ev.t, basis="argv")
-                return
-        run, step, basis = self._attribute(ev, path) if ev.op != DELETE else (None, None, None)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("file %s %s pid %s -> run %s", ev.op, path, ev.pid,
-                      run.db_id if run else None)
-        if ev.op == MOVED_TO:
-            src = self.moves.pop(ev.cookie, (None, 0.0))[0]
-            if src is not None:
-                # The run that wrote the moved file last renamed it (a temp file put in
-                # place); earlier writers of the same temp name keep what they did.
-                writers = [(u.written_t, r, u) for r in self.runs
-                           if (u := r.files.get(src)) is not None and u.written]
-                if writers:
-                    _, r, use = max(writers, key=lambda w: w[0])
-                    self._drop_output(r, use)
-                    if run is None or self.pids_known:
-                        run, step = r, use.last_writer or use.step
-                        basis = basis or use.basis
-                elif src in self.outsider_writes or path in self.outsider_writes:
-                    # Written by a process of no run (a job script's `sed -i` before it
-                    # starts the run; fanotify may name the write by the file's new
-                    # name): the rename is that process's too, not a run's.
-                    self.outsider_writes.pop(src, None)
-                    run, step, basis = None, None, None
-            self._record(run, path, write=True, step=step, closed=True, basis=basis)
-            return
-        if ev.op == DELETE:
-            for r in self.runs:
-                use = r.files.get(path)
-                if use is not None and use.written and r.surely_alive_at(ev.t):
-                    self._drop_output(r, use)  # a temp file the run wrote and removed
-            # Removed once the run was over (`make clean`, a person's rm): the run still
-            # made it, and its version says what it was.
-            return
 
-        if write and run is None and ev.pid is not None:
-            self.outsider_writes[path] = ev.t
-        if write or read:
-            self._record(run, path, write=write, step=step, seen=ev.t,
-                         closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis)
-            if from_bytecode and run is not None:
-                run.use(path).imported = True
+    def _read_by_all_named(self, ev: FileEvent, path: str) -> bool:
+        """Runs surely alive at once that all name this file in their argv (the same
+        script run twice) each read it: no need to tell them apart. (Only surely: in a
+        sequential pipeline the one that ended is settled by the attribution rules.)"""
+        if ev.pid is not None or self.pids_known:
+            return False
+        cands = self._pidless_candidates(ev.t, ev.since)
+        named = [r for r in cands
+                 if attribution.named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
+        if len(named) < 2 or len(named) != len(cands):
+            return False
+        for r in named:
+            self._record(r, path, write=False, step=_step_at(r.steps, ev.t), closed=True,
+                         seen=ev.t, basis="argv")
+            if path != ev.path:
+                r.use(path).imported = True
+        return True
+
+    def _on_moved_to(self, ev: FileEvent, path: str, run: Run | None, step: Step | None,
+                     basis: str | None) -> None:
+        src = self.moves.pop(ev.cookie, (None, 0.0))[0]
+        if src is not None:
+            # The run that wrote the moved file last renamed it (a temp file put in
+            # place); earlier writers of the same temp name keep what they did.
+            writers = [(u.written_t, r, u) for r in self.runs
+                       if (u := r.files.get(src)) is not None and u.written]
+            if writers:
+                _, r, use = max(writers, key=lambda w: w[0])
+                self._drop_output(r, use)
+                if run is None or self.pids_known:
+                    run, step = r, use.last_writer or use.step
+                    basis = basis or use.basis
+            elif src in self.outsider_writes or path in self.outsider_writes:
+                # Written by a process of no run (a job script's `sed -i` before it
+                # starts the run; fanotify may name the write by the file's new
+                # name): the rename is that process's too, not a run's.
+                self.outsider_writes.pop(src, None)
+                run, step, basis = None, None, None
+        self._record(run, path, write=True, step=step, closed=True, basis=basis)
+
+    def _on_delete(self, ev: FileEvent, path: str) -> None:
+        for r in self.runs:
+            use = r.files.get(path)
+            if use is not None and use.written and r.surely_alive_at(ev.t):
+                self._drop_output(r, use)  # a temp file the run wrote and removed
+        # Removed once the run was over (`make clean`, a person's rm): the run still
+        # made it, and its version says what it was.
 
     def _bytecode_written(self, ev: FileEvent, src: str) -> None:
         """Bytecode of `src` was written: the run that just read the source compiled it
         to run it (an import), it did not read it as text."""
         if ev.pid is not None:
-            proc = self.procs.get(ev.pid) or self.gone.get(ev.pid)
+            proc = self.table.proc(ev.pid)
             runs = [proc.run] if proc is not None and proc.run is not None else []
         else:
             runs = self._pidless_candidates(ev.t, ev.since)
@@ -245,7 +279,7 @@ class FileSide:
                    ) -> tuple[Run | None, Step | None, str | None]:
         """The run and step that did a file event, and the basis of that finding."""
         if ev.pid is not None:
-            proc = self.procs.get(ev.pid) or self.gone.get(ev.pid)
+            proc = self.table.proc(ev.pid)
             if proc is None:
                 info = self.probes.read_info(ev.pid)
                 if info is not None:
@@ -333,16 +367,10 @@ class FileSide:
             self.catalog.unlink(run.db_id, use.links.pop(key), "meta", key[1], access="write")
 
     def _on_hash(self, ev: HashDone) -> None:
-        waiters = self.waiters.pop(ev.path, [])
-        if ev.began is not None:
-            # Asked after the hasher began on this file (a rewrite closed meanwhile):
-            # the next result, of the newer content, is theirs.
-            later = [w for w in waiters if w.asked > ev.began]
-            if later:
-                waiters = [w for w in waiters if w.asked <= ev.began]
-                self.waiters[ev.path] = later
-                if not waiters:
-                    return  # only they waited: no version of the older content for nobody
+        """A content is known: version it, and link it to the runs that waited for it."""
+        waiters = self._waiters_for(ev)
+        if waiters is None:
+            return
         if ev.hash is None:
             if ev.error not in ("vanished",):
                 self.stats.hash_errors += 1
@@ -363,7 +391,7 @@ class FileSide:
         if nobody and self.latest.get(rel) == ev.hash:
             return  # unchanged (a scan or a no-run touch)
         if not waiters and inside:
-            claim = self._rescan_claim(ev.path, ev.mtime_ns / 1e9)
+            claim = self._rescan_claim(ev.path, changed)
             if claim is not None:
                 runs_writing = [claim]
                 found = claim.use(ev.path)
@@ -398,33 +426,56 @@ class FileSide:
         self.latest[rel] = ev.hash
         self.stats.versions += 1
         for run in dict.fromkeys(runs_writing):
-            use = run.use(ev.path)
-            for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
-                if how != "write":
-                    continue
-                if meta_w:
-                    self._link_meta(run, ev.path, vid, "write", step)
-                else:
-                    self._link(run, ev.path, vid, "output", step,
+            self._link_written(run, ev, rel, vid, kind, meta=meta_w,
                                producer_set=run.db_id == producer)
-            if not self._framework_params(run, rel, ev) and not meta_w:
-                self._metrics_from(run, rel, ev, kind)
         for run in dict.fromkeys(runs_reading):
-            use = run.use(ev.path)
-            role = "meta" if meta_r else "code" if kind in ("code", "notebook") else "input"
-            if role == "code" and run.closed and not self._ran(run, ev.path, use):
-                role = "meta"  # hashed after the run's end: settled now
-            if use.read_vid is None:
-                use.read_vid, use.read_role = vid, role
-            for step, how in list(use.steps.items()):
-                if how != "read":  # a step that read and wrote it has it as an output
-                    continue
-                if role == "meta":
-                    self._link_meta(run, ev.path, vid, "read", step)
-                else:
-                    self._link(run, ev.path, vid, role, step)
-            if kind == "config" and ev.stored and role != "meta":
-                self._config_params(run, rel, ev.hash)
+            self._link_read(run, ev, rel, vid, kind, meta=meta_r)
+
+    def _waiters_for(self, ev: HashDone) -> list[Waiter] | None:
+        """Who this result is for; None when only those who asked for a newer content
+        waited (the next result is theirs)."""
+        waiters = self.waiters.pop(ev.path, [])
+        if ev.began is not None:
+            # Asked after the hasher began on this file (a rewrite closed meanwhile):
+            # the next result, of the newer content, is theirs.
+            later = [w for w in waiters if w.asked > ev.began]
+            if later:
+                waiters = [w for w in waiters if w.asked <= ev.began]
+                self.waiters[ev.path] = later
+                if not waiters:
+                    return None  # no version of the older content for nobody
+        return waiters
+
+    def _link_written(self, run: Run, ev: HashDone, rel: str, vid: int, kind: str, *,
+                      meta: bool, producer_set: bool) -> None:
+        use = run.use(ev.path)
+        for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
+            if how != "write":
+                continue
+            if meta:
+                self._link_meta(run, ev.path, vid, "write", step)
+            else:
+                self._link(run, ev.path, vid, "output", step, producer_set=producer_set)
+        if not self._framework_params(run, rel, ev) and not meta:
+            self._metrics_from(run, rel, ev, kind)
+
+    def _link_read(self, run: Run, ev: HashDone, rel: str, vid: int, kind: str, *,
+                   meta: bool) -> None:
+        use = run.use(ev.path)
+        role = "meta" if meta else "code" if kind in ("code", "notebook") else "input"
+        if role == "code" and run.closed and not self._ran(run, ev.path, use):
+            role = "meta"  # hashed after the run's end: settled now
+        if use.read_vid is None:
+            use.read_vid, use.read_role = vid, role
+        for step, how in list(use.steps.items()):
+            if how != "read":  # a step that read and wrote it has it as an output
+                continue
+            if role == "meta":
+                self._link_meta(run, ev.path, vid, "read", step)
+            else:
+                self._link(run, ev.path, vid, role, step)
+        if kind == "config" and ev.stored and role != "meta":
+            self._config_params(run, rel, ev.hash)
 
     def _link_meta(self, run: Run, path: str, vid: int, access: str, step: Step | None
                    ) -> None:
