@@ -33,7 +33,7 @@ from onlooker.agent.events import (
     TelemetryBatch,
     Tick,
 )
-from onlooker.agent.rules import classify, params, secrets
+from onlooker.agent.rules import classify, cli_spec, params, secrets
 from onlooker.agent.workers.hasher import PRIO_RUN
 
 log = logging.getLogger(__name__)
@@ -412,7 +412,7 @@ class Assembler(FileSide):
 
     def _run_context(self, run: Run, info: ProcInfo) -> None:
         """Params from argv and env, the environment, git state, argv-named inputs."""
-        run.root_params = params.argv_params(list(info.argv), cwd=info.cwd)
+        run.root_params = self._argv_params(run, info)
         for k, v in run.root_params.items():
             run.params[k] = (v, "argv")
         names = list(self.cfg["params"]["env"])
@@ -464,9 +464,36 @@ class Assembler(FileSide):
         project file): a library's `git version` says nothing about the experiment."""
         if label is None:
             return
-        run.step_params.append((label, params.step_params(
-            info.argv, info.exe, cwd=info.cwd, project=self.project,
-            foreign=self.cfg["watch"]["exclude"])))
+        run.step_params.append((label, self._argv_params(run, info, step=True)))
+        run.step_infos.append(info)
+        self._apply_argv_params(run)
+
+    def _argv_params(self, run: Run, info: ProcInfo, *, step: bool = False
+                     ) -> dict[str, object]:
+        """A program's argv params, read with its script's own declaration where the
+        run has read that script already."""
+        script = classify.script_of(info)
+        spec = run.cli_specs.get(script) if script is not None else None
+        if not step:
+            return params.argv_params(list(info.argv), cwd=info.cwd, spec=spec)
+        return params.step_params(info.argv, info.exe, cwd=info.cwd, project=self.project,
+                                  foreign=self.cfg["watch"]["exclude"], spec=spec)
+
+    def _script_read(self, run: Run, script: str, source: bytes) -> None:
+        """The run read one of its scripts: what its parser declares names the argv
+        params of the programs that ran it."""
+        spec = run.cli_specs[script] = cli_spec.cli_spec(source)
+        if spec is None:
+            return
+        if classify.script_of(run.info) == script:
+            run.root_params = self._argv_params(run, run.info)
+        run.step_params = [
+            (label, self._argv_params(run, info, step=True)
+             if classify.script_of(info) == script else found)
+            for (label, found), info in zip(run.step_params, run.step_infos, strict=True)]
+        self._apply_argv_params(run)
+
+    def _apply_argv_params(self, run: Run) -> None:
         merged = params.merge_step_params(run.root_params, run.step_params)
         before = {k for k, (_, src) in run.params.items() if src == "argv"}
         if before == set(merged) and all(run.params[k][0] == v for k, v in merged.items()):

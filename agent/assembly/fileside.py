@@ -476,6 +476,11 @@ class FileSide:
                 self._link(run, ev.path, vid, role, step)
         if kind == "config" and ev.stored and role != "meta":
             self._config_params(run, rel, ev.hash)
+        if (role == "code" and ev.path in run.scripts and ev.path.endswith(".py")
+                and ev.path not in run.cli_specs):
+            source = self._content(ev, disk_limit=None)
+            if source is not None:
+                self._script_read(run, ev.path, source)
 
     def _link_meta(self, run: Run, path: str, vid: int, access: str, step: Step | None
                    ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from onlooker.agent.events import ProcInfo
+from onlooker.agent.rules.cli_spec import CliSpec
 
 
 @dataclass(eq=False)
@@ -76,6 +77,9 @@ class Run:
     # (label, params) in start order: the run's argv params are merged from these.
     root_params: dict[str, object] = field(default_factory=dict)
     step_params: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    step_infos: list[ProcInfo] = field(default_factory=list)  # the steps of step_params
+    # script -> what its own parser declares (None: nothing certain), once it is read
+    cli_specs: dict[str, CliSpec | None] = field(default_factory=dict)
     # per job folder ("" where none), the params a framework's composed config gave
     framework_found: dict[str, dict[str, object]] = field(default_factory=dict)
     # log file -> (its text, points it gave): a stream written twice is parsed once

@@ -17,7 +17,9 @@ Decisions:
   numbers is a list (``--layers 64 128``); repeated options collect a list.
   Positionals are ``argv[1]``, ``argv[2]``... numbered among positionals only,
   1-based, so that moving an option does not renumber them (``make train X=1`` ->
-  ``argv[1]: train``, ``X: 1``). A word after ``--`` is always positional.
+  ``argv[1]: train``, ``X: 1``). A word after ``--`` is always positional. Where the
+  script's own argparse or click declaration is known (`cli_spec`), positionals take
+  its names (``src``, ``dst``) and its flags take no value.
 * Hydra: ``~a`` (delete a key) and ``hydra.*``/``hydra/*`` overrides (where Hydra
   writes, how it logs) are not the experiment's params; ``-m``/``--multirun`` beside
   overrides is Hydra's sweep switch, not a param, and a sweep list
@@ -86,6 +88,7 @@ from onlooker.agent.rules.classify import (
     project_code,
     unshim,
 )
+from onlooker.agent.rules.cli_spec import CliSpec
 from onlooker.agent.rules.secrets import redact_mapping
 
 if sys.version_info >= (3, 11):
@@ -152,10 +155,12 @@ def _framework_key(key: str) -> bool:
 _MULTIRUN = frozenset({"-m", "--multirun"})
 
 
-def _parse_args(args: Iterable[str], prefix: str, out: dict[str, object]) -> None:
+def _parse_args(args: Iterable[str], prefix: str, out: dict[str, object],
+                spec: CliSpec | None = None) -> None:
     args = list(args)
     multi: set[str] = set()
-    pos = 0
+    flags = spec.flags if spec is not None else frozenset()
+    given: list[str] = []  # positionals, named once all are known (`_positionals`)
     i, n = 0, len(args)
     only_positional = False
     overrides = any(_KV.fullmatch(a) for a in args)
@@ -172,13 +177,15 @@ def _parse_args(args: Iterable[str], prefix: str, out: dict[str, object]) -> Non
             elif not only_positional and _DEL.fullmatch(a):
                 pass  # Hydra's delete: what is left shows in the job's config.yaml
             else:
-                pos += 1
-                out[f"{prefix}argv[{pos}]"] = typed(a)
+                given.append(a)
             continue
         name, eq, val = a.lstrip("-").partition("=")
         key = prefix + (name or a)
         if eq:
             _add(out, multi, key, typed(val))
+            continue
+        if a in flags:  # the script says it takes no value: what follows is not its
+            _add(out, multi, key, True)
             continue
         vals: list[str] = []
         j = i
@@ -194,6 +201,25 @@ def _parse_args(args: Iterable[str], prefix: str, out: dict[str, object]) -> Non
             i += 1
         elif not (overrides and a in _MULTIRUN):
             _add(out, multi, key, True)
+    _positionals(given, prefix, out, spec)
+
+
+def _positionals(given: list[str], prefix: str, out: dict[str, object],
+                 spec: CliSpec | None) -> None:
+    """Positionals by the names the script declares where it says them, else
+    ``argv[N]``."""
+    names = spec.names(len(given)) if spec is not None else None
+    if names is None:
+        for pos, a in enumerate(given, start=1):
+            out[f"{prefix}argv[{pos}]"] = typed(a)
+        return
+    for name, a in zip(names, given, strict=True):
+        key = prefix + name
+        if spec is not None and spec.many(name):
+            prev = out.get(key)
+            out[key] = [*(prev if isinstance(prev, list) else []), typed(a)]
+        else:
+            out[key] = typed(a)
 
 
 # -- known tools' conventions -------------------------------------------------------
@@ -304,12 +330,13 @@ def _is_dvc_exp_run(inv: Invocation) -> bool:
     return inv.program == "dvc" and words == ["exp", "run"]
 
 
-def argv_params(argv: list[str] | tuple[str, ...], *, cwd: str | None = None
-                ) -> dict[str, object]:
+def argv_params(argv: list[str] | tuple[str, ...], *, cwd: str | None = None,
+                spec: CliSpec | None = None) -> dict[str, object]:
     """Params from the run's own command line; see the module docstring for the rules.
 
     `cwd` resolves files named as parameters files (``papermill -f p.yaml``); without
-    it only absolute ones are read.
+    it only absolute ones are read. `spec`: what the script's own parser declares
+    (`cli_spec.cli_spec`), which names its positionals and its flags.
     """
     out: dict[str, object] = {}
     try:
@@ -321,7 +348,7 @@ def argv_params(argv: list[str] | tuple[str, ...], *, cwd: str | None = None
         elif _is_dvc_exp_run(inv):
             _dvc_exp_run(inv.args, out)
         else:
-            _parse_args(inv.args, "", out)
+            _parse_args(inv.args, "", out, spec)
     except RecursionError:  # pragma: no cover - argv cannot nest, but never crash a run
         log.warning("argv params: command line too deep to parse")
     return redact_mapping(out)
@@ -329,13 +356,14 @@ def argv_params(argv: list[str] | tuple[str, ...], *, cwd: str | None = None
 
 def step_params(argv: list[str] | tuple[str, ...], exe: str | None = None, *,
                 cwd: str | None, project: str | os.PathLike[str],
-                foreign: Iterable[str] = DEFAULT_FOREIGN) -> dict[str, object]:
+                foreign: Iterable[str] = DEFAULT_FOREIGN,
+                spec: CliSpec | None = None) -> dict[str, object]:
     """Params of one step of a run: its argv's when it runs project code (see
     `classify.project_code`, which also gives the step's label), {} for a system tool,
     an orchestrator (``make``, ``dvc repro``) or a one-liner (``sh -c 'uname -p'``)."""
     if project_code(argv, exe, cwd=cwd, project=project, foreign=foreign) is None:
         return {}
-    return argv_params(argv, cwd=cwd)
+    return argv_params(argv, cwd=cwd, spec=spec)
 
 
 def merge_step_params(root: Mapping[str, object],

@@ -538,6 +538,34 @@ def test_config_read_becomes_params(project):
     assert set(cat.io(1, "input")) == {"params.yaml"}
 
 
+PREP = (b"import argparse\nap = argparse.ArgumentParser()\nap.add_argument('src')\n"
+        b"ap.add_argument('dst')\nap.add_argument('--shuffle', action='store_true')\n"
+        b"args = ap.parse_args()\n")
+
+
+@pytest.mark.parametrize("via_make", [False, True], ids=["run", "step"])
+def test_positionals_take_the_names_the_scripts_parser_declares(project, via_make):
+    asm, cat, hasher = make(project, pids_known=True)
+    p = str(project)
+    (project / "src" / "prep.py").write_bytes(PREP)
+    argv = ["python", "src/prep.py", "--shuffle", "data/raw.csv", "out", "--seed", "3"]
+    pid = 10
+    if via_make:
+        asm.handle(ProcExec(T0, info(9, ["make", "prep"], cwd=p, started=T0)))
+        asm.handle(ProcFork(T0 + 0.01, 9, 10))
+    asm.handle(ProcExec(T0 + 0.02, info(pid, argv, ppid=9 if via_make else 1, cwd=p,
+                                        started=T0 + 0.02)))
+    first = {k: v for k, (v, _) in cat.params[1].items()}
+    assert first["shuffle"] == "data/raw.csv"  # before the script is known: a guess
+    asm.handle(FileEvent(T0 + 0.03, CLOSE_NOWRITE, f"{p}/src/prep.py", pid=pid))
+    asm.tick(T0 + 1)
+    path = hasher.requests.pop()
+    asm.handle(HashDone(T0 + 1, path, fh(path, 0), size=len(PREP), stored=True, head=PREP))
+    got = {k: v for k, (v, src) in cat.params[1].items() if src == "argv"}
+    want = {"shuffle": True, "src": "data/raw.csv", "dst": "out", "seed": 3}
+    assert got == (dict(want, **{"argv[1]": "prep"}) if via_make else want), got
+
+
 def test_secrets_never_reach_the_catalog(project):
     asm, cat, _ = make(project)
     exec_(asm, 10, ["python", "src/train.py", "--api-key", "sk-abcdefghijklmnopqrstuvwx",
