@@ -13,14 +13,18 @@ from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.commands.show import resolve
 from onlooker.cli.metrics_view import metrics_table, number_text
 from onlooker.cli.output import CliError, emit, emit_json, json_option, note, table, terminal_width
+from onlooker.store.query import QueryError, match_key
 
 
 def match_keys(keys: list[str], wanted: str) -> list[str]:
-    """KEY as written, else every key ending in `:KEY` or `.KEY` (`val_loss` finds
-    `training.log:val_loss`)."""
-    if wanted in keys:
-        return [wanted]
-    return [k for k in keys if k.endswith((f":{wanted}", f".{wanted}", f"/{wanted}"))]
+    """KEY by the one rule every command shares (store/query.py `match_key`): as
+    written, else the one key ending in `:KEY`, `.KEY` or `/KEY` (`val_loss` finds
+    `training.log:val_loss`); several such keys are a usage error naming them."""
+    try:
+        found = match_key(keys, wanted)
+    except QueryError as err:
+        raise CliError(str(err), exit_code=2) from err
+    return [] if found is None else [found]
 
 
 def _csv(series: dict[str, list[dict]], finals: dict[str, Any]) -> str:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import shlex
+import csv
+import functools
+import io
+import os
+import shutil
 from typing import Any
 
 import click
 
 from onlooker.cli.commands import AppState, pass_state
+from onlooker.cli.commands.tag import TAGS_HEADER, any_tagged, tags_text
 from onlooker.cli.metrics_view import number_text
 from onlooker.cli.output import (
+    CliError,
     emit,
     emit_json,
     human_duration,
@@ -19,31 +25,20 @@ from onlooker.cli.output import (
     table,
     terminal_width,
 )
+from onlooker.store import query
 
 STATUSES = ("running", "completed", "failed", "ended", "lost")
 EMPTY_HINT = "no runs yet: run your scripts as usual while the agent watches"
 
 
-REDACTED = "***"
-GROUPS = ("metrics", "params", "telemetry")  # column specs GROUP.KEY look into these
-# Top-level fields of a run (the JSON contract) that make sense as a column.
-FIELDS = ("id", "status", "exit_code", "signal", "started_at", "ended_at", "duration", "cwd",
-          "tier", "command")
-
-
-def _quote(arg: str) -> str:
-    # A redacted value reads as what it is, not as a quoted glob ('--api-key=***').
-    if arg == REDACTED:
-        return arg
-    if arg.endswith("=" + REDACTED):
-        return _quote(arg[:-len(REDACTED)]) + REDACTED
-    return shlex.quote(arg)
-
-
-def command_text(argv: Any) -> str:
-    if isinstance(argv, (list, tuple)):
-        return " ".join(_quote(str(a)) for a in argv)
-    return str(argv or "")
+# The rule and the sorting live in the store (one for every command and for Python
+# users); these names stay importable from here.
+REDACTED = query.REDACTED
+GROUPS = query.GROUPS
+FIELDS = query.COLUMN_FIELDS
+column_value = query.column_value
+sort_runs = query.sort_runs
+command_text = query.command_line
 
 
 def column_text(spec: str, value: Any) -> str:
@@ -53,19 +48,48 @@ def column_text(spec: str, value: Any) -> str:
         return local_time(value)
     if spec == "command":
         return command_text(value)
-    return number_text(value)
+    return fold(number_text(value))
 
 
 def check_column(spec: str) -> None:
     """A usage error unless `spec` names a group key or a run field."""
-    group, _, rest = spec.lstrip("-").partition(".")
-    if group in GROUPS and rest:
-        return
-    if spec.lstrip("-") in FIELDS:
-        return
-    raise click.UsageError(
-        f"unknown column '{spec}': use metrics.KEY, params.KEY, telemetry.KEY or one of "
-        f"{', '.join(FIELDS)}")
+    try:
+        query.check_column(spec)
+    except query.QueryError as err:
+        raise CliError(str(err), exit_code=2) from err
+
+
+def fold(text: str, width: int = 60) -> str:
+    """A long or multi-line value folded to one readable line: its first line, cut,
+    with its size (`first line … (12 lines, 480 chars)`)."""
+    lines = text.splitlines() or [""]
+    if len(lines) == 1 and len(text) <= width:
+        return text
+    first = lines[0] if len(lines[0]) <= width else lines[0][:width]
+    size = f"{len(lines)} lines, {len(text)} chars" if len(lines) > 1 else f"{len(text)} chars"
+    return f"{first} … ({size})"
+
+
+@functools.lru_cache(maxsize=256)
+def _program(path: str) -> str:
+    """An absolute program path as people type it: its basename when PATH finds that
+    same file under that name (`/usr/bin/python3.11` -> `python3.11`), else the path."""
+    name = os.path.basename(path)
+    if not os.path.isabs(path) or not name:
+        return path
+    found = shutil.which(name)
+    try:
+        return name if found is not None and os.path.samefile(found, path) else path
+    except OSError:
+        return path
+
+
+def typed_command(argv: Any) -> str:
+    """The command line for the runs table: the program as typed (see `_program`); the
+    JSON keeps the exact argv."""
+    if isinstance(argv, (list, tuple)) and argv:
+        return command_text([_program(str(argv[0])), *argv[1:]])
+    return command_text(argv)
 
 
 def status_text(run: dict[str, Any]) -> str:
@@ -77,85 +101,28 @@ def status_text(run: dict[str, Any]) -> str:
     return status
 
 
-_SERIES_FIELDS = ("last", "last_step", "min", "min_step", "max", "max_step", "count", "final")
-
-
-def _lookup(mapping: Any, rest: str) -> Any:
-    """`rest` in a run's params/metrics/telemetry: the key as written, else the one key
-    ending in `:rest` or `.rest` (`test.f1` finds `summary.json:test.f1`), else a nested
-    path (`gpus.0.mem_peak`); a series gives its last value unless a field is named
-    (`val_loss.min`)."""
-    found = _find(mapping, rest)
-    if isinstance(found, dict) and "last" in found:
-        return found["last"]
-    return found
-
-
-def _find(mapping: Any, rest: str) -> Any:
-    if not isinstance(mapping, dict) or not rest:
-        return None
-    found = mapping.get(rest)
-    if found is None:
-        hits = [k for k in mapping if str(k).endswith((f":{rest}", f".{rest}"))]
-        found = mapping[hits[0]] if len(hits) == 1 else None
-    if found is None:
-        head, _, tail = rest.rpartition(".")
-        if head and tail in _SERIES_FIELDS:
-            series = _find(mapping, head)
-            return series.get(tail) if isinstance(series, dict) else None
-        first, _, more = rest.partition(".")
-        if more and isinstance(mapping.get(first), dict):
-            return _find(mapping[first], more)
-    return found
-
-
-def column_value(run: dict[str, Any], spec: str) -> Any:
-    """The value of a column spec (`metrics.test.f1`, `params.lr`, `telemetry.rss_peak`,
-    or a top-level field such as `duration`) for one run; None when it has none."""
-    group, _, rest = spec.partition(".")
-    if group in GROUPS and rest:
-        return _lookup(run.get(group), rest)
-    return run.get(spec)
-
-
-def sort_runs(runs: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
-    """Runs ordered by a column spec, `-spec` descending; runs without a value last."""
-    descending = spec.startswith("-")
-    spec = spec.lstrip("-")
-
-    def key(run: dict[str, Any]) -> tuple[int, Any]:
-        value = column_value(run, spec)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return (1, str(value)) if value is not None else (2, "")
-        return (0, value)
-
-    present = [r for r in runs if key(r)[0] < 2]
-    missing = [r for r in runs if key(r)[0] == 2]
-    numbers = sorted((r for r in present if key(r)[0] == 0), key=key, reverse=descending)
-    texts = sorted((r for r in present if key(r)[0] == 1), key=key, reverse=descending)
-    return numbers + texts + missing
-
-
 def render_runs(runs: list[dict[str, Any]], width: int | None = None,
                 columns: list[str] | None = None) -> str:
     """The runs table: ID, STATUS, STARTED, DURATION, COMMAND (cut to width), IN, OUT,
     then one column per extra spec."""
     columns = columns or []
+    tagged = any_tagged(runs)  # a TAGS column only where a shown run has a tag
     rows = [
         (
             run.get("id"),
             status_text(run),
             local_time(run.get("started_at")),
             human_duration(run.get("duration")),
-            command_text(run.get("command")),
+            typed_command(run.get("command")),
             len(run.get("inputs") or ()),
             len(run.get("outputs") or ()),
+            *((tags_text(run),) if tagged else ()),
             *(column_text(c, column_value(run, c)) for c in columns),
         )
         for run in runs
     ]
     headers = ("ID", "STATUS", "STARTED", "DURATION", "COMMAND", "IN", "OUT",
-               *(c.upper() for c in columns))
+               *((TAGS_HEADER,) if tagged else ()), *(c.upper() for c in columns))
     return table(headers, rows, width=width or terminal_width(), shrink=4)
 
 
@@ -163,12 +130,53 @@ def _columns(text: str | None) -> list[str]:
     return [c.strip() for c in (text or "").split(",") if c.strip()]
 
 
+CSV_FIELDS = ("id", "status", "started_at", "duration", "command", "inputs", "outputs", "tags")
+
+
+def runs_csv(runs: list[dict[str, Any]], columns: list[str]) -> str:
+    """One row per run with the table's columns, exact values (ISO times, seconds, the
+    full command line), then the extra columns; quoted by the csv module."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*CSV_FIELDS, *columns])
+    for run in runs:
+        extra = []
+        for spec in columns:
+            value = column_value(run, spec)
+            if spec == "command":
+                value = command_text(value)
+            elif isinstance(value, (list, dict)):
+                value = query.as_text(value)
+            extra.append("" if value is None else value)
+        writer.writerow([run.get("id"), run.get("status"), run.get("started_at") or "",
+                         "" if run.get("duration") is None else run["duration"],
+                         command_text(run.get("command")), len(run.get("inputs") or ()),
+                         len(run.get("outputs") or ()), tags_text(run), *extra])
+    return buf.getvalue().rstrip("\n")
+
+
+def _where_error(err: query.QueryError, texts: list[str], where: str | None) -> CliError:
+    message = str(err)
+    if len(texts) > 1 and where is not None:
+        message = f"in --where {texts.index(where) + 1}: {message}"
+    return CliError(message, exit_code=2)
+
+
 @click.command()
 @json_option
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV: one row per run with the shown columns (exact values).")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="Show at most N runs.")
 @click.option("--status", "status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--all", "show_all", is_flag=True, help="Show every run (no limit).")
+@click.option("--where", "where", metavar="EXPR", multiple=True,
+              help="Only runs passing EXPR, e.g. \"params.lr > 0.01 and metrics.test.f1 >= 0.8\""
+                   " (repeatable: all must hold; see the user guide, 'Finding runs').")
+@click.option("--since", metavar="WHEN",
+              help="Only runs started since WHEN: an age (2d, 12h, 30m) or a date / date-time.")
+@click.option("--until", metavar="WHEN",
+              help="Only runs started until WHEN: an age (2h) or a date / date-time.")
 @click.option("--columns", "columns_text", metavar="SPEC,...",
               help="Add columns: metrics.KEY, params.KEY, telemetry.KEY (e.g. "
                    "metrics.test.f1,params.lr); with --json each run gets a `columns` object.")
@@ -176,28 +184,46 @@ def _columns(text: str | None) -> list[str]:
               help="Sort by a column spec (or a field such as duration); -SPEC descending. "
                    "Sorts all runs, then shows the first N.")
 @pass_state
-def runs(state: AppState, as_json: bool, limit: int, status: str | None, show_all: bool,
+def runs(state: AppState, as_json: bool, as_csv: bool, limit: int, status: str | None,
+         show_all: bool, where: tuple[str, ...], since: str | None, until: str | None,
          columns_text: str | None, sort_spec: str | None) -> None:
     """List runs, newest first (or in --sort order)."""
+    if as_json and as_csv:
+        raise CliError("give --json or --csv, not both", exit_code=2)
     columns = _columns(columns_text)
     for spec in [*columns, *([sort_spec] if sort_spec else [])]:
         check_column(spec)
+    texts = list(where)
+    for text in texts:  # a bad filter is refused before the catalog is opened
+        try:
+            query.parse(text)
+        except query.QueryError as err:
+            raise _where_error(err, texts, text) from err
     with state.catalog() as catalog:
-        fetch = None if show_all or sort_spec else limit
-        found = catalog.runs(limit=fetch, status=status)
-    if sort_spec:
-        found = sort_runs(found, sort_spec)
-        if not show_all:
-            found = found[:limit]
+        try:
+            found = catalog.query(texts, since=since, until=until, status=status,
+                                  sort=sort_spec, limit=None if show_all else limit)
+            if columns:
+                values = [{c: column_value(run, c) for c in columns} for run in found]
+        except query.QueryError as err:
+            raise _where_error(err, texts, None) from err
     if as_json:
         if columns:
-            for run in found:
-                run["columns"] = {c: column_value(run, c) for c in columns}
+            for run, cols in zip(found, values, strict=True):
+                run["columns"] = cols
         emit_json(found)
         return
+    if as_csv:
+        emit(runs_csv(found, columns))
+        return
     if not found:
-        note(EMPTY_HINT if status is None else f"no {status} runs")
+        filtered = texts or since or until
+        note(EMPTY_HINT if status is None and not filtered else
+             "no runs match" if filtered else f"no {status} runs")
         return
     emit(render_runs(found, columns=columns))
     if not show_all and len(found) == limit:
-        note(f"(the {limit} newest; --all shows every run)")
+        filtered = bool(texts or since or until)
+        shown = f"the {limit} newest" if not sort_spec else f"the first {limit}"
+        note(f"({shown}{' matching' if filtered else ''};"
+             f" --all shows every {'match' if filtered else 'run'})")

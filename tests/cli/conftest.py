@@ -112,6 +112,15 @@ class FakeCatalog:
         ]
         return found if limit is None else found[:limit]
 
+    def query(self, where: Any = None, *, since: Any = None, until: Any = None,
+              status: str | None = None, sort: str | None = None,
+              limit: int | None = None) -> list[dict]:
+        # The store's own filter over the stored dicts: the language is the store's.
+        from onlooker.store.query import filter_runs
+
+        return filter_runs(self.runs(status=status), where, since=since, until=until,
+                           sort=sort, limit=limit)
+
     def run(self, run_id: Any) -> dict[str, Any]:
         for r in self.stored:
             if str(r["id"]) == str(run_id):
