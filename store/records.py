@@ -12,7 +12,7 @@ from typing import Any
 # Columns of `runs` every read selects, in the order run_dict reads them.
 RUN_COLUMNS = (
     "id, command, cwd, status, exit_code, signal, started_at, ended_at, tier, env_id, "
-    "git_commit, git_branch, git_dirty, git_diff"
+    "git_commit, git_branch, git_dirty, git_diff, note"
 )
 STEP_COLUMNS = (
     "id, pid, ppid, parent_step_id, argv, cwd, started_at, ended_at, status, exit_code, signal"
@@ -154,8 +154,11 @@ def run_dict(
     row: sqlite3.Row,
     params: Mapping[str, Any],
     files: Mapping[str, list[dict[str, Any]]],
+    *,
+    tags: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The contract shared by run() and runs(); run() adds `env` and `steps`."""
+    """The contract shared by run() and runs(); run() adds `env` and `steps`. `tags`:
+    the run's tag names (sorted); its note comes with the row (runs.note)."""
     started, ended = row["started_at"], row["ended_at"]
     git = None
     if row["git_commit"] is not None or row["git_branch"] is not None:
@@ -179,6 +182,8 @@ def run_dict(
         "meta": list(files.get("meta", [])),
         "git": git,
         "tier": row["tier"],
+        "tags": list(tags),
+        "note": row["note"] if "note" in row.keys() else None,
     }
 
 

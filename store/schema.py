@@ -163,7 +163,135 @@ MIGRATIONS += [
     ),
 ]
 
+
+
+def _iso(column: str) -> str:
+    """SQL for Unix seconds -> `2026-11-26T20:31:04.123Z`, exactly as records.iso
+    writes it (truncated to the millisecond), so views and `--json` agree."""
+    return (f"strftime('%Y-%m-%dT%H:%M:%S', CAST({column} AS INTEGER), 'unixepoch') ||"
+            f" printf('.%03dZ', CAST(round(({column} - CAST({column} AS INTEGER)) * 1000000)"
+            f" AS INTEGER) / 1000)")
+
+
+# The strongest basis among a run's links of one file (records.BASES order).
+_BASIS = (
+    "CASE min(CASE io.basis WHEN 'fanotify' THEN 0 WHEN 'fd' THEN 1 WHEN 'argv' THEN 2"
+    " WHEN 'window' THEN 3 WHEN 'rescan' THEN 4 WHEN 'ambiguous' THEN 5 END)"
+    " WHEN 0 THEN 'fanotify' WHEN 1 THEN 'fd' WHEN 2 THEN 'argv' WHEN 3 THEN 'window'"
+    " WHEN 4 THEN 'rescan' WHEN 5 THEN 'ambiguous' END"
+)
+# A version the run itself wrote is no input of it (records.group_files says why).
+_NOT_WRITTEN_BY_IT = (
+    "NOT EXISTS (SELECT 1 FROM io w WHERE w.run_id = io.run_id AND"
+    " w.version_id = io.version_id AND w.access = 'write')"
+)
+
+
+def _reads(role: str) -> str:
+    return (
+        f"SELECT io.run_id AS run_id, a.path AS path, v.hash AS hash, v.size AS size,"
+        f" a.kind AS kind, {_BASIS} AS basis"
+        f" FROM io JOIN versions v ON v.id = io.version_id JOIN assets a ON a.id = v.asset_id"
+        f" WHERE io.role = '{role}' AND {_NOT_WRITTEN_BY_IT}"
+        f" GROUP BY io.run_id, io.version_id"
+    )
+
+
+# Migration 5's views: the documented SQL contract (docs/user-guide.md, "SQL over the
+# catalog"). They are named v_* in the file, beside the tables they read; `onlooker sql`
+# also offers them under their plain names (store/views.py). Frozen like every released
+# migration: a change is a new migration that drops and re-creates the view.
+V5_VIEWS: dict[str, str] = {
+    "runs": (
+        "SELECT r.id AS run_id, r.command AS command,"
+        " (SELECT group_concat(j.value, ' ') FROM json_each(r.command) j) AS command_line,"
+        " r.cwd AS cwd, r.exe AS exe, r.status AS status, r.exit_code AS exit_code,"
+        f" r.signal AS signal, {_iso('r.started_at')} AS started_at,"
+        f" {_iso('r.ended_at')} AS ended_at, r.ended_at - r.started_at AS duration,"
+        " r.pid AS pid, r.user AS user, r.hostname AS hostname, r.tier AS tier,"
+        " r.git_commit AS git_commit, r.git_branch AS git_branch, r.git_dirty AS git_dirty,"
+        " r.note AS note FROM runs r"
+    ),
+    "params": (
+        "SELECT run_id, key,"
+        " CASE WHEN json_valid(value) THEN json_extract(value, '$') ELSE value END AS value,"
+        " value AS value_json, source FROM params"
+    ),
+    "metrics": (
+        "SELECT run_id, key, step, value, text, source, wall FROM metrics"
+    ),
+    "inputs": _reads("input"),
+    "code": _reads("code"),
+    "outputs": (
+        "SELECT io.run_id AS run_id, a.path AS path, v.hash AS hash, v.size AS size,"
+        f" a.kind AS kind, {_BASIS} AS basis,"
+        " io.version_id = (SELECT max(w.version_id) FROM io w JOIN versions wv"
+        " ON wv.id = w.version_id WHERE w.run_id = io.run_id AND w.role = 'output'"
+        " AND wv.asset_id = v.asset_id) AS is_last"
+        " FROM io JOIN versions v ON v.id = io.version_id JOIN assets a ON a.id = v.asset_id"
+        " WHERE io.role = 'output' GROUP BY io.run_id, io.version_id"
+    ),
+    "steps": (
+        "SELECT s.id AS step_id, s.run_id AS run_id, s.parent_step_id AS parent_step_id,"
+        " s.pid AS pid, s.ppid AS ppid, s.argv AS argv, s.cwd AS cwd, s.exe AS exe,"
+        f" {_iso('s.started_at')} AS started_at, {_iso('s.ended_at')} AS ended_at,"
+        " s.ended_at - s.started_at AS duration, s.status AS status,"
+        " s.exit_code AS exit_code, s.signal AS signal FROM steps s"
+    ),
+    "versions": (
+        "SELECT a.path AS path, v.hash AS hash, v.size AS size, a.kind AS kind,"
+        " v.stored AS stored, v.run_id AS run_id, "
+        f"{_iso('v.created_at')} AS created_at, {_iso('v.seen_at')} AS seen_at"
+        " FROM versions v JOIN assets a ON a.id = v.asset_id"
+    ),
+    # One row per (run that wrote a version, run that later read it): the graph of runs
+    # through the versions between them. A read of a version no run wrote (raw data)
+    # has from_run_id NULL. Meta files are never lineage; code reads say role 'code'.
+    "lineage_edges": (
+        "WITH producers AS ("
+        " SELECT version_id, run_id FROM io WHERE role = 'output'"
+        " UNION SELECT v.id, v.run_id FROM versions v WHERE v.run_id IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM io m WHERE m.version_id = v.id AND m.run_id = v.run_id"
+        " AND m.role = 'meta')),"
+        " reads AS (SELECT DISTINCT io.run_id, io.version_id, io.role FROM io"
+        f" WHERE io.role IN ('input', 'code') AND {_NOT_WRITTEN_BY_IT})"
+        " SELECT p.run_id AS from_run_id, rd.run_id AS to_run_id, a.path AS path,"
+        " v.hash AS hash, rd.role AS role"
+        " FROM reads rd JOIN versions v ON v.id = rd.version_id"
+        " JOIN assets a ON a.id = v.asset_id JOIN runs c ON c.id = rd.run_id"
+        " LEFT JOIN (SELECT pp.version_id, pp.run_id, pr.started_at FROM producers pp"
+        " JOIN runs pr ON pr.id = pp.run_id) p"
+        # a run cannot have read what a run started after it wrote
+        " ON p.version_id = rd.version_id AND p.started_at <= c.started_at"
+    ),
+    "tags": f"SELECT run_id, name, {_iso('created_at')} AS tagged_at FROM tags",
+    "notes": "SELECT id AS run_id, note AS text FROM runs WHERE note IS NOT NULL",
+}
+V5_VIEW_PREFIX = "v_"
+
+MIGRATIONS += [
+    (
+        "tags and notes on runs, and the SQL views",
+        (
+            # A label a person puts on runs; one name may be on many runs. Notes live in
+            # runs.note (there since schema 1): one per run, replaced in place.
+            """CREATE TABLE tags (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                created_at REAL NOT NULL,       -- Unix seconds the tag was put on
+                PRIMARY KEY (run_id, name)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX tags_name ON tags(name, run_id)",
+            *(f"CREATE VIEW {V5_VIEW_PREFIX}{name} AS {body}" for name, body in V5_VIEWS.items()),
+        ),
+    ),
+]
+
 LATEST = len(MIGRATIONS)
+# The oldest schema a read-only open still reads: migration 5 only adds what readers do
+# without (no tags yet, no views), so a CLI reading a catalog the agent has not migrated
+# yet keeps working. A migration that changes what readers rely on raises this.
+READABLE_FROM = 4
 
 
 def version(conn: sqlite3.Connection) -> int:
@@ -178,12 +306,23 @@ def check(conn: sqlite3.Connection, where: str, *, readonly: bool) -> int:
             f"the catalog at {where} has schema version {found}, newer than this onlooker "
             f"understands ({LATEST}): upgrade onlooker"
         )
-    if readonly and found < LATEST:
+    if readonly and found < READABLE_FROM:
         raise SchemaTooOld(
             f"the catalog at {where} has schema version {found} and needs upgrading to "
             f"{LATEST}: run `onlooker start` (or any writing command) once"
         )
     return found
+
+
+def require(found: int, needed: int, where: str, what: str) -> None:
+    """Raise SchemaTooOld when a reader that accepted an older schema (READABLE_FROM)
+    asks for something a later migration adds."""
+    if found < needed:
+        raise SchemaTooOld(
+            f"the catalog at {where} has schema version {found}, and {what} needs version "
+            f"{needed}: run `onlooker start` (or any writing command, such as `onlooker tag`)"
+            " once to upgrade it"
+        )
 
 
 def migrate(conn: sqlite3.Connection, where: str) -> int:
