@@ -12,14 +12,19 @@ import click
 
 from onlooker.cli.commands import AppState, setup_logging
 from onlooker.cli.commands.demo import demo
+from onlooker.cli.commands.diff import diff
 from onlooker.cli.commands.init import init
+from onlooker.cli.commands.lineage import lineage
 from onlooker.cli.commands.metrics import metrics
+from onlooker.cli.commands.pipeline import outdated, pipeline
 from onlooker.cli.commands.run import run
 from onlooker.cli.commands.runs import runs
 from onlooker.cli.commands.show import show
+from onlooker.cli.commands.sql import sql
 from onlooker.cli.commands.start import start
 from onlooker.cli.commands.status import status
 from onlooker.cli.commands.stop import stop
+from onlooker.cli.commands.tag import note_command, tag
 from onlooker.cli.commands.telemetry import telemetry
 from onlooker.cli.commands.watch import watch
 from onlooker.cli.output import EXIT_ERROR, to_cli_error
@@ -85,7 +90,10 @@ def cli(ctx: click.Context, project: Path | None, verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (init, start, stop, status, watch, run, runs, show, metrics, telemetry, demo):
+for _command in (init, start, stop, status, watch, run,  # capture
+                 runs, show, metrics, telemetry, diff, lineage, pipeline, outdated, sql,  # explore
+                 tag, note_command,  # manage
+                 demo):
     cli.add_command(_command)
 
 

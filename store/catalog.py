@@ -12,11 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import records, schema
+from . import records, schema, views
 from ._sqlite_utils import sqlite_utils
+from .diff import diff_runs
 from .errors import CatalogCorrupt, NoSuchRun, NotInitialized, StoreError
 from .metrics import MetricsMixin
 from .objects import ObjectStore, hash_bytes
+from .tags import TagsMixin
 from .telemetry import TelemetryMixin
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def _translate(err: sqlite3.Error, path: Path) -> StoreError:
 _text = records.safe_text
 
 
-class Catalog(TelemetryMixin, MetricsMixin):
+class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
     """One project's catalog. The agent's assembler is its only writer; any number of
     readers (CLI, notebooks) may open it at once, read-only, without blocking it."""
 
@@ -96,11 +98,12 @@ class Catalog(TelemetryMixin, MetricsMixin):
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
             if self.readonly:
-                schema.check(conn, str(self.path), readonly=True)
+                # an older schema a reader still reads stays as it is (READABLE_FROM)
+                self.schema_version = schema.check(conn, str(self.path), readonly=True)
             else:
                 conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
                 conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable to app crashes
-                schema.migrate(conn, str(self.path))
+                self.schema_version = schema.migrate(conn, str(self.path))
         except sqlite3.Error as err:
             conn.close()
             raise _translate(err, self.path) from err
@@ -439,18 +442,31 @@ class Catalog(TelemetryMixin, MetricsMixin):
         run_ids = [r["id"] for r in rows]
         tele = self.telemetry_summaries(run_ids)
         metrics = self.metrics_for(run_ids)
+        tags = self.tags_for(run_ids)
         out = []
         for r in rows:
-            d = records.run_dict(r, params.get(r["id"], {}), files.get(r["id"], empty))
+            d = records.run_dict(r, params.get(r["id"], {}), files.get(r["id"], empty),
+                                 tags=tags.get(r["id"], ()))
             d["metrics"] = metrics.get(r["id"], {})
             d["telemetry"] = tele.get(r["id"])
             out.append(d)
         return out
 
+    def query(self, where: str | Iterable[str] | None = None, *, since: Any = None,
+              until: Any = None, status: str | None = None, sort: str | None = None,
+              limit: int | None = None) -> list[dict]:
+        """Runs passing every filter in `where` (the `--where` language, AND-ed), started
+        in [since, until] (`2d`, an ISO date, Unix seconds), newest first or by `sort`
+        (`-metrics.test.f1`); dicts as runs() gives them. See store/query.py."""
+        from .query import query
+
+        return query(self, where, since=since, until=until, status=status, sort=sort,
+                     limit=limit)
+
     def resolve_run(self, ref: str | int) -> int:
         """A run reference as people type it -> its id: `12`, `last` (or `-1`) for the
-        newest, `-2` for the one before, ... Raises NoSuchRun with a sentence that says
-        what was wrong."""
+        newest, `-2` for the one before, ..., or a tag name for the newest run carrying
+        it. Raises NoSuchRun with a sentence that says what was wrong."""
         if isinstance(ref, int) and not isinstance(ref, bool):
             text = str(ref)
         else:
@@ -470,7 +486,11 @@ class Catalog(TelemetryMixin, MetricsMixin):
             if row is None:
                 raise NoSuchRun(f"there is no run {text} in {self.path}")
             return int(row[0])
-        raise NoSuchRun(f"'{text}' is not a run: give an id, 'last' or -N for the Nth newest")
+        tagged = self.run_tagged(text) if text else None
+        if tagged is not None:
+            return tagged
+        raise NoSuchRun(f"'{text}' is not a run: give an id, 'last', -N for the Nth newest,"
+                        " or a tag")
 
     def run(self, run_id: int) -> dict:
         """One run in full: the JSON contract with `env` and `steps`."""
@@ -496,7 +516,8 @@ class Catalog(TelemetryMixin, MetricsMixin):
                 " ORDER BY a.path", (run_id,)
             ).fetchall()
         out = records.run_dict(row, params.get(run_id, {}),
-                               files.get(run_id, records.empty_files()))
+                               files.get(run_id, records.empty_files()),
+                               tags=self.tags_of(run_id))
         by_step: dict[int, dict[str, list[str]]] = {}
         for f in step_files:
             slot = by_step.setdefault(f["step_id"], {"input": [], "output": [], "code": []})
@@ -534,6 +555,48 @@ class Catalog(TelemetryMixin, MetricsMixin):
             " AND io.run_id = v.run_id AND io.role IN ('output', 'meta'))"
             " ORDER BY 1, 3", (hash, hash)).fetchall()
         return [dict(r) for r in rows]
+
+    def diff(self, a: int | str, b: int | str, *, all: bool = False) -> dict:
+        """What differs between runs a and b (ids or refs: `last`, `-N`), section by
+        section, and its causes up the lineage; see store/diff.py. `all`: also what
+        is the same."""
+        return diff_runs(self, a, b, all=all)
+
+    def sql(self, query: str, params: Any = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """One read-only SQL statement over the documented views (`runs`, `params`,
+        `metrics`, `inputs`, `code`, `outputs`, `steps`, `versions`, `lineage_edges`,
+        `tags`, `notes`; store/views.py): (column names, rows). Its own read-only
+        connection, so it can never write, even on a catalog opened for writing."""
+        return views.query(self.path, query, params, found=self.schema_version)
+
+    # ---- lineage, the inferred pipeline, what is out of date (store/lineage.py, ...) ----
+    def lineage(self, target: str, up: bool = True, depth: int | None = None, *,
+                cwd: str | None = None) -> dict:
+        """The runs and versions that led to `target` (`up=False`: that came from it):
+        a PATH (its current version), `PATH@HASH` or a run; see lineage.lineage."""
+        from .lineage import lineage
+
+        return lineage(self, target, up=up, depth=depth, cwd=cwd)
+
+    def producers(self, version_hash: str, path: str | None = None) -> list[int]:
+        """The ids of the runs that wrote this content, oldest first (lineage.producers)."""
+        from .lineage import producers
+
+        return producers(self, version_hash, path)
+
+    def pipeline(self) -> dict:
+        """The workflow the project ran, inferred from its runs (pipeline.pipeline)."""
+        from .pipeline import pipeline
+
+        return pipeline(self)
+
+    def outdated(self, current: str = "disk", read_params: Any = None,
+                 on_hash: Any = None) -> dict:
+        """Outputs out of date and the runs to re-run, upstream first (outdated.outdated);
+        `current`: "catalog" (the agent's last versions) or "disk" (hash the files)."""
+        from .outdated import outdated
+
+        return outdated(self, current=current, read_params=read_params, on_hash=on_hash)
 
     def counts(self) -> dict:
         """Sizes for `status`: runs, steps, assets, versions, stored objects and bytes."""

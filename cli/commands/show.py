@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from onlooker.cli.commands import AppState, pass_state
-from onlooker.cli.commands.runs import command_text, status_text
+from onlooker.cli.commands.runs import command_text, fold, status_text
+from onlooker.cli.commands.tag import tag_rows
 from onlooker.cli.metrics_view import metrics_sections
 from onlooker.cli.output import (
     CliError,
@@ -59,7 +60,8 @@ def _meta_files(entries: Any) -> str:
 def _mapping(values: Any) -> str:
     if not values:
         return "(none)"
-    return table(None, [(k, _scalar(v)) for k, v in dict(values).items()])
+    # a long or multi-line value (a prompt, a config dumped as text) folds to one line
+    return table(None, [(k, fold(_scalar(v))) for k, v in dict(values).items()])
 
 
 def _scalar(value: Any) -> str:
@@ -164,6 +166,7 @@ def render_run(run: dict[str, Any], diff: str | None = None, *, show_all: bool =
         ("cwd", _scalar(run.get("cwd"))),
         ("command", command_text(run.get("command"))),
         ("tier", _scalar(run.get("tier"))),
+        *tag_rows(run),
     ])
     parts = [
         section(f"run {run.get('id')}", header),
