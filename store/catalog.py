@@ -457,7 +457,7 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
               limit: int | None = None) -> list[dict]:
         """Runs passing every filter in `where` (the `--where` language, AND-ed), started
         in [since, until] (`2d`, an ISO date, Unix seconds), newest first or by `sort`
-        (`-metrics.test.f1`); dicts as runs() gives them. See store/query.py."""
+        (`-metrics.test.f1`); dicts as runs() gives them. See store/query/."""
         from .query import query
 
         return query(self, where, since=since, until=until, status=status, sort=sort,

@@ -17,7 +17,7 @@ from onlooker.store.query import QueryError, match_key
 
 
 def match_keys(keys: list[str], wanted: str) -> list[str]:
-    """KEY by the one rule every command shares (store/query.py `match_key`): as
+    """KEY by the one rule every command shares (store/query/keys.py `match_key`): as
     written, else the one key ending in `:KEY`, `.KEY` or `/KEY` (`val_loss` finds
     `training.log:val_loss`); several such keys are a usage error naming them."""
     try:
