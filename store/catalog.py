@@ -558,7 +558,7 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
 
     def diff(self, a: int | str, b: int | str, *, all: bool = False) -> dict:
         """What differs between runs a and b (ids or refs: `last`, `-N`), section by
-        section, and its causes up the lineage; see store/diff.py. `all`: also what
+        section, and its causes up the lineage; see store/diff/. `all`: also what
         is the same."""
         return diff_runs(self, a, b, all=all)
 

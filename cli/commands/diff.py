@@ -155,7 +155,7 @@ def render_causes(causes: list[dict[str, Any]], width: int | None = None) -> str
 
 def render_diff(result: dict[str, Any], *, show_all: bool = False,
                 width: int | None = None) -> str:
-    """The people's view of a diff (store/diff.py's structure): the sections that have
+    """The people's view of a diff (store/diff/'s structure): the sections that have
     entries (all of them with `show_all`), then the causes."""
     parts = [_style(f"run {result['a']} -> run {result['b']}", bold=True)]
     for name, entries in result["sections"].items():
