@@ -125,6 +125,7 @@ class Agent:
         self.sources.append(self.inotify)
         # Runs wait for the file sources to be past their end (a backlog is not a loss).
         self.assembler.files_caught_up = self._files_caught_up()
+        self.assembler.procs_caught_up = self._procs_caught_up()
         self._git_cache: tuple[float, dict | None] = (-1e9, None)
         # GPU readings through NVML where there is a driver; off (and said so) elsewhere.
         self.gpu = GpuReader()
@@ -322,13 +323,21 @@ class Agent:
 
     def _files_caught_up(self) -> float:
         """The time before which the file sources have put every event on the queue."""
-        return min((src.caught_up for src in self.sources if hasattr(src, "caught_up")),
+        return min((src.caught_up for src in self.sources
+                    if hasattr(src, "caught_up") and not isinstance(src, PollProcSource)),
+                   default=float("inf"))
+
+    def _procs_caught_up(self) -> float:
+        """The time at which every living process was last reported (the poller's last
+        look); netlink reports each exec as it happens."""
+        return min((src.caught_up for src in self.sources if isinstance(src, PollProcSource)),
                    default=float("inf"))
 
     def _pump(self, *, timeout: float, until_stop: bool = False) -> None:
         # Read before taking events: what the sources queued before this point is then
         # all handled once the queue has been emptied below.
         caught_up = self._files_caught_up()
+        procs_caught_up = self._procs_caught_up()
         emptied = False
         batch: list[Any] = []
         try:
@@ -358,6 +367,7 @@ class Agent:
                     log.exception("could not record a %s event", type(ev).__name__)
             if emptied:
                 self.assembler.files_caught_up = max(self.assembler.files_caught_up, caught_up)
+                self.assembler.procs_caught_up = procs_caught_up
             self.assembler.tick(clock.now())
         self._watched = frozenset(self.assembler.watched_pids())
         self._trees = {r.db_id: frozenset(r.members) for r in self.assembler.open_runs()}

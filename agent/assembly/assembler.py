@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _COMPACT_EVERY = 60.0  # seconds between telemetry compactions
 _CATCH_UP_MAX = 120.0  # seconds a run's close waits for lagging file sources
 _LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
+_PROCS_WAIT_MAX = 10.0  # seconds past its grace a pid-less event waits for the poller
 
 
 class HashSink(Protocol):
@@ -125,6 +126,10 @@ class Assembler(FileSide):
         # Set by the daemon: the file sources have passed on every event from before
         # this time. A run closes only once they are past its end (infinite: no sources).
         self.files_caught_up = float("inf")
+        # Set by the daemon: the process source has reported every process alive at this
+        # time (the poller's last look; infinite for netlink, which is told at once). A
+        # pid-less file event waits for it, so that the run that did it is known then.
+        self.procs_caught_up = float("inf")
         # path -> when a process known to be no run's wrote it: a rename of it into
         # place is that process's, not the run's alive then (fanotify tier).
         self.outsider_writes: dict[str, float] = {}
@@ -213,6 +218,8 @@ class Assembler(FileSide):
             a = early[0][0] if early else None
             b = late[0][0] if late else None
             if a is not None and a <= now and (b is None or a <= b):
+                if not self._procs_seen(early[0][1], a, now):
+                    return  # the poller is behind: the run that did it may be unseen yet
                 ev = early.popleft()[1]
                 if ev.pid is not None:
                     left = self.pending_pids[ev.pid] - 1
@@ -225,6 +232,12 @@ class Assembler(FileSide):
                 self._on_file(late.popleft()[1])
             else:
                 return
+
+    def _procs_seen(self, ev: FileEvent, due: float, now: float) -> bool:
+        """Whether the process source has looked since a pid-less event happened (or
+        has been stuck too long to wait for: a dead poller must not hold files back)."""
+        return (ev.pid is not None or self.procs_caught_up >= ev.t
+                or now - due >= _PROCS_WAIT_MAX)
 
     def busy(self) -> bool:
         return bool(self.pending or self.pending_late) or any(w for w in self.waiters.values())

@@ -141,6 +141,9 @@ class PollProcSource(TickingSource):
         self._counters: tuple[bytes, bytes] | None = None
         self.relists = 0  # ticks that listed /proc because a task was created or reaped
         self._prev_tick: float | None = None
+        # Every process alive at this time (and still alive when /proc was listed) has
+        # been reported: a file event from before it is matched to runs only after.
+        self.caught_up = 0.0
 
     def setup(self) -> None:
         now = clock.now()
@@ -165,6 +168,7 @@ class PollProcSource(TickingSource):
         # Every known pid was alive now: unchanged counters mean nothing was reaped,
         # and a relist looked. An exit found next tick happened after this.
         self._prev_tick = now
+        self.caught_up = now
 
     def _relist(self, now: float) -> None:
         self.relists += 1

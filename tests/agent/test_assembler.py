@@ -1202,3 +1202,31 @@ def test_a_pidless_event_read_late_under_a_backlog_lands_on_its_run(project):
     asm.tick(T0 + 5)
     finish_hashes(asm, hasher, T0 + 5)
     assert set(cat.io(1, "output")) == {"out/f1.txt"}
+
+
+def test_a_pidless_event_waits_for_a_poller_that_is_behind(project):
+    """Under load the poller may see a process later than the grace window: the file
+    event waits until the poller has looked since it happened."""
+    asm, cat, hasher = make(project)
+    p = str(project)
+    asm.procs_caught_up = T0 - 1  # the poller's last look was before the write
+    asm.handle(FileEvent(T0 + 0.005, CLOSE_NOWRITE, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_WRITE, f"{p}/out.csv"))
+    asm.tick(T0 + 0.9)  # grace over, but the poller has not looked since
+    assert asm.pending and hasher.requests == []
+    asm.handle(ProcExec(T0 + 1.0, info(7, ["python", "src/train.py"], cwd=p, started=T0)))
+    asm.procs_caught_up = T0 + 1.0
+    asm.tick(T0 + 1.1)
+    finish_hashes(asm, hasher, T0 + 1.2)
+    assert set(cat.io(1, "output")) == {"out.csv"}
+
+
+def test_a_stuck_poller_holds_pidless_events_back_only_so_long(project):
+    asm, cat, hasher = make(project)
+    p = str(project)
+    asm.procs_caught_up = T0 - 1  # and never again: a dead poller thread
+    asm.handle(FileEvent(T0, CLOSE_WRITE, f"{p}/data/new.csv"))
+    asm.tick(T0 + 5)
+    assert hasher.requests == []
+    asm.tick(T0 + 11)
+    assert hasher.requests == [f"{p}/data/new.csv"]  # versioned, with no run

@@ -90,6 +90,20 @@ def test_short_process_exec_and_exit(poll):
     assert sum(isinstance(e, ProcExit) and e.pid == proc.pid for e in col.drain()) == 1
 
 
+def test_caught_up_passes_a_process_only_after_it_was_reported(poll):
+    """`caught_up` is a promise: a process alive then has been announced already."""
+    src, col, _ = poll
+    proc = subprocess.Popen(["sleep", "0.5"])
+    started = clock.now()
+    try:
+        wait_until(lambda: src.caught_up > started)
+        # by the time caught_up passed its start, its exec is on the queue
+        assert any(isinstance(e, ProcExec) and e.info.pid == proc.pid for e in col.drain())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_exec_in_place_of_a_watched_pid(poll):
     _, col, watched = poll
     proc = subprocess.Popen(["sh", "-c", "sleep 0.2; exec sleep 0.3"])
