@@ -157,7 +157,19 @@ def render_diff(result: dict[str, Any], *, show_all: bool = False,
                 width: int | None = None) -> str:
     """The people's view of a diff (store/diff/'s structure): the sections that have
     entries (all of them with `show_all`), then the causes."""
-    parts = [_style(f"run {result['a']} -> run {result['b']}", bold=True)]
+    labels = result.get("labels") or {}
+
+    def named(side: str) -> str:
+        tags = (labels.get(side) or {}).get("tags") or []
+        return f"run {result[side]}" + (f" ({', '.join(tags)})" if tags else "")
+
+    head = [_style(f"{named('a')} -> {named('b')}", bold=True)]
+    for side in ("a", "b"):
+        note = (labels.get(side) or {}).get("note")
+        if note:
+            first, _, rest = note.partition("\n")
+            head.append(f"  note on run {result[side]}: {first}" + (" …" if rest else ""))
+    parts = ["\n".join(head)]
     for name, entries in result["sections"].items():
         if entries or show_all:
             parts.append(render_section(name, entries))

@@ -32,7 +32,8 @@ def diff_runs(catalog: Any, a: int | str, b: int | str, *, all: bool = False,
     """
     a_id, b_id = catalog.resolve_run(a), catalog.resolve_run(b)
     tracer = _Tracer(catalog, max_depth)
-    parts = sections(catalog, tracer.run(a_id), tracer.run(b_id))
+    ra, rb = tracer.run(a_id), tracer.run(b_id)
+    parts = sections(catalog, ra, rb)
     differs = any(e["change"] != "same" for entries in parts.values() for e in entries)
     causes: list[dict[str, Any]] = []
     if a_id != b_id:
@@ -47,5 +48,8 @@ def diff_runs(catalog: Any, a: int | str, b: int | str, *, all: bool = False,
     if not all:
         parts = {name: [e for e in entries if e["change"] != "same"]
                  for name, entries in parts.items()}
+    # what people wrote on the two runs: shown beside them, never a difference
+    labels = {side: {"tags": list(run.get("tags") or ()), "note": run.get("note")}
+              for side, run in (("a", ra), ("b", rb))}
     return {"a": a_id, "b": b_id, "same_run": a_id == b_id, "differs": differs,
-            "sections": parts, "causes": causes}
+            "labels": labels, "sections": parts, "causes": causes}

@@ -139,3 +139,13 @@ def test_usage_errors_and_no_project(project, tmp_path_factory):
     res = CliRunner().invoke(cli, ["-C", str(outside), "diff", "1", "2"])
     assert res.exit_code == 1 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_header_names_the_runs_by_their_tags_and_shows_their_notes(project):
+    a, b = two_train_runs(project)
+    project.cat.tag(a, "baseline")
+    project.cat.set_note(b, "lr doubled\nsecond line")
+    res = run_cli(project, "baseline", str(b))
+    assert res.exit_code == 0, res.stderr
+    head = res.stdout.splitlines()[:2]
+    assert head == [f"run {a} (baseline) -> run {b}", f"  note on run {b}: lr doubled …"]

@@ -89,6 +89,19 @@ def test_same_runs_differ_in_nothing_and_all_lists_every_key(cat, proj):
     assert keys(full["sections"]["command"])["argv"][0] == "same"
 
 
+def test_tags_and_notes_are_shown_beside_the_runs_never_as_a_difference(cat, proj):
+    a = proj.run(["python", "train.py"], params={"lr": 0.1})
+    b = proj.run(["python", "train.py"], params={"lr": 0.1})
+    cat.tag(a, "baseline")
+    cat.tag(b, "best", "sweep")
+    cat.set_note(b, "fewer features")
+    got = cat.diff("baseline", "best")
+    assert (got["a"], got["b"]) == (a, b)
+    assert got["labels"] == {"a": {"tags": ["baseline"], "note": None},
+                             "b": {"tags": ["best", "sweep"], "note": "fewer features"}}
+    assert got["differs"] is False
+
+
 def test_the_same_run_twice(cat, proj):
     a = proj.run(["python", "train.py"], params={"lr": 0.1})
     got = cat.diff("last", a)
