@@ -87,6 +87,13 @@ def _paths(role: str) -> Callable[[dict[str, Any]], Any]:
     return lambda run: [e.get("path") for e in run.get(role) or () if isinstance(e, dict)]
 
 
+def _twins(run: dict[str, Any]) -> list[str] | None:
+    # ids as text, compared as the paths are; a dict without "twins" (runs() gives
+    # none: `show --json` does) has no value, so the comparison fails
+    twins = run.get("twins")
+    return None if twins is None else [str(i) for i in twins]
+
+
 # The language's fields, by name. A new field is one entry here; one that is not a
 # column of `runs` also needs its SQL in `_Compiler.value` (or a condition of its own,
 # as the files and tags have in `_Compiler._paths`).
@@ -111,6 +118,8 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     Field("tag", "paths", lambda r: list(r.get("tags") or ()), None, "a tag it carries",
           _PATH_OPS, cost=1),
     Field("note", "value", lambda r: r.get("note"), "note", "the note written on it", cost=1),
+    Field("twin_of", "paths", _twins, None, "a run it is a twin of (same command, code, "
+          "inputs and params)", frozenset({"=", "!=", "in"}), cost=4),
 )}
 ALIASES = {"started_at": "started", "ended_at": "ended"}
 _GROUP_COST = {"params": 1, "metrics": 3, "telemetry": 5}

@@ -286,6 +286,8 @@ class _Compiler:
         assert node.ref.field is not None
         role = node.ref.field.name
         texts = [lit.text for lit in node.values]
+        if role == "twin_of":
+            return self._twins(node, texts)
         column = "name" if role == "tag" else "path"
         if node.op == "~":
             rx = re.compile(fnmatch.translate(texts[0]))
@@ -305,6 +307,16 @@ class _Compiler:
             " w.version_id = io.version_id AND w.access = 'write')")
         found = (f"r.id IN (SELECT io.run_id FROM io JOIN versions v ON v.id = io.version_id"
                  f" WHERE io.role = {_lit(role)} AND v.asset_id IN ({assets}){unwritten})")
+        return f"NOT ({found})" if node.op == "!=" else found
+
+    def _twins(self, node: Cmp, texts: list[str]) -> str:
+        """Runs that are twins of a run named (twins.py decides, in Python: the ids are
+        few, the signature no SQL); ids compared as text, as `filter_runs` does."""
+        from ..twins import twins_of
+
+        named = [int(t) for t in texts if t.isdigit() and str(int(t)) == t]
+        found_ids = sorted({i for ids in twins_of(self.catalog, named).values() for i in ids})
+        found = f"r.id IN ({', '.join(map(str, found_ids))})" if found_ids else "0"
         return f"NOT ({found})" if node.op == "!=" else found
 
     def sort_value(self, ref: Ref) -> str:

@@ -1,0 +1,356 @@
+"""Restore: write back, byte for byte, the versions a run read or wrote (or one version
+of one file, `PATH@HASH`) from the object store.
+
+Every file goes to a temporary file in its target folder, hashed (BLAKE3) as it is
+written, and is renamed into place only when that hash is the recorded one: a damaged
+object is an error for that file and nothing of it is left behind. What is in the way
+decides the rest, per file:
+
+- ``unchanged``: the target already holds the wanted content (it is hashed to know);
+- ``skipped``: the version was only referenced (larger than the copy limit when the
+  agent saw it), so its bytes were never kept; the report says what the file holds now;
+- ``refused``: the target holds content onlooker never recorded for that path, which a
+  restore would destroy (``force`` overwrites it); a symlink or other non-file too;
+- ``failed``: the object is missing or damaged, or the target is a folder;
+- ``restored`` (``would_restore`` under ``dry_run``).
+
+A disk that fills up or a target that cannot be written stops the whole restore with
+one sentence (RestoreError), the temporary file removed. Files restored before stay:
+each is complete and verified.
+
+Targets: a project-relative path goes under the project (default) or under ``to``;
+a path outside the project goes back to itself, or under ``to/_outside/`` followed by
+its absolute path, so a restore into another folder never writes outside it. Mode
+bits are not in the catalog: a replaced file keeps its mode, a new one gets the
+default (0666 less the umask). Files are not fsynced one by one (20,000 small files
+would pay for it); the renames make each file appear whole or not at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import blake3
+
+from . import records
+from .errors import HashError, MissingObject, StoreError
+from .hashing import hash_file
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+ROLE_KEYS = ("inputs", "outputs", "code", "meta")
+DEFAULT_ROLES = ("inputs", "outputs", "code")
+STATUSES = ("restored", "would_restore", "unchanged", "skipped", "refused", "failed")
+OUTSIDE = "_outside"
+_CHUNK = 8 * 1024 * 1024
+_BIG = 4 * 1024 * 1024  # loose objects over this are copied by the kernel
+_HEX = re.compile(r"(?:blake3:)?[0-9a-fA-F]+")
+# A path that is in several roles is restored once; the content the run left wins.
+_PRECEDENCE = {"outputs": 0, "inputs": 1, "code": 2, "meta": 3}
+# Errors that stop a restore: the next file would meet the same wall.
+_FATAL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+Progress = Callable[[int, int, int, int], None]
+
+
+class RestoreError(StoreError):
+    """A restore that cannot go on (disk full, target not writable), or bad input."""
+
+
+class VersionNotFound(RestoreError):
+    """PATH@HASH names no recorded version: the path, or no hash with that prefix."""
+
+
+class AmbiguousVersion(VersionNotFound):
+    """A hash prefix that names more than one version of the path."""
+
+
+class _Damaged(Exception):
+    """The object's bytes do not hash to its name."""
+
+
+def restore(catalog: Catalog, run: int | str, *, paths: Iterable[str] | None = None,
+            roles: Iterable[str] = DEFAULT_ROLES, to: str | os.PathLike[str] | None = None,
+            force: bool = False, dry_run: bool = False,
+            on_progress: Progress | None = None) -> dict[str, Any]:
+    """Restore the files of a run: those of `roles` (inputs, outputs, code; meta files
+    only when `paths` names them), or with `paths` only the files at or under those
+    paths (project-relative, or absolute). Returns the report (see `_report`); raises
+    NoSuchRun, RestoreError for a path the run never used or a target not writable."""
+    run_id = catalog.resolve_run(run)
+    roles = tuple(roles)
+    bad = [r for r in roles if r not in ROLE_KEYS]
+    if bad:
+        raise RestoreError(f"unknown role {bad[0]!r}: use {', '.join(ROLE_KEYS)}")
+    from .catalog import _FILES_SQL
+
+    files = records.group_files(catalog._execute(
+        f"{_FILES_SQL} WHERE io.run_id = ? ORDER BY a.path, v.id", (run_id,))).get(
+        run_id, records.empty_files())
+    names = None if paths is None else [catalog.relpath(p) for p in paths]
+    chosen: dict[str, tuple[str, dict[str, Any]]] = {}
+    for role in ROLE_KEYS:
+        for entry in files.get(role, ()):
+            path = entry["path"]
+            if names is None:
+                if role not in roles or role == "meta":
+                    continue
+            elif not any(_under(path, n) for n in names) or (
+                    role not in roles and role != "meta"):
+                continue
+            held = chosen.get(path)
+            if held is None or _PRECEDENCE[role] < _PRECEDENCE[held[0]]:
+                chosen[path] = (role, entry)
+    if names is not None:
+        for name in names:
+            if not any(_under(p, name) for p in chosen):
+                which = "/".join(r for r in roles if r != "meta")
+                raise RestoreError(f"run {run_id} has no file at {name} among its {which}"
+                                   " (or meta files): `onlooker show "
+                                   f"{run_id} --all` lists them")
+    plan = [(role, e["path"], e["hash"], e["size"]) for _, (role, e) in sorted(chosen.items())]
+    return _restore(catalog, plan, run_id, to, force, dry_run, on_progress)
+
+
+def restore_version(catalog: Catalog, path: str, hash_prefix: str, *,
+                    to: str | os.PathLike[str] | None = None, force: bool = False,
+                    dry_run: bool = False) -> dict[str, Any]:
+    """Restore the version of `path` whose hash starts with `hash_prefix` (hex, with
+    or without `blake3:`). Raises VersionNotFound / AmbiguousVersion in one sentence."""
+    name = catalog.relpath(path)
+    text = str(hash_prefix).strip()
+    if not text or not _HEX.fullmatch(text):
+        raise VersionNotFound(f"'{hash_prefix}' is not a hash: give hex digits of one, "
+                              f"as `onlooker lineage {name}` shows them")
+    hexpart = text.lower().removeprefix("blake3:")
+    rows = catalog._execute(
+        "SELECT v.hash, v.size FROM versions v JOIN assets a ON a.id = v.asset_id"
+        " WHERE a.path = ? ORDER BY v.created_at, v.id", (name,)).fetchall()
+    if not rows:
+        raise VersionNotFound(f"{name} is not in the catalog: no run read or wrote it while"
+                              " the agent watched")
+    hits = [r for r in rows if r[0].startswith("blake3:" + hexpart)]
+    if not hits:
+        raise VersionNotFound(f"{name} has no version whose hash starts with {hexpart} (it"
+                              f" has {len(rows)})")
+    if len(hits) > 1:
+        raise AmbiguousVersion(f"{hexpart} names {len(hits)} versions of {name}: give more"
+                               " digits of the hash")
+    return _restore(catalog, [("version", name, hits[0][0], hits[0][1])], None, to, force,
+                    dry_run, None)
+
+
+def _under(path: str, name: str) -> bool:
+    return name == "." or path == name or path.startswith(name.rstrip("/") + "/")
+
+
+def _base(catalog: Catalog, to: str | os.PathLike[str] | None) -> Path:
+    if to is None:
+        return catalog.project
+    base = Path(os.path.abspath(to))
+    if base.exists() and not base.is_dir():
+        raise RestoreError(f"cannot restore into {base}: it is not a folder")
+    return base
+
+
+def target_of(catalog: Catalog, name: str, to: str | os.PathLike[str] | None) -> str:
+    """Where the file the catalog calls `name` is restored (see the module's doc)."""
+    if os.path.isabs(name):
+        if to is None:
+            return name
+        return os.path.join(os.path.abspath(to), OUTSIDE, name.lstrip("/"))
+    return os.path.join(_base(catalog, to), name)
+
+
+def _restore(catalog: Catalog, plan: list[tuple[str, str, str, int]], run_id: int | None,
+             to: str | os.PathLike[str] | None, force: bool, dry_run: bool,
+             on_progress: Progress | None) -> dict[str, Any]:
+    base = _base(catalog, to)
+    store_dir = str(catalog.store_dir)
+    total_bytes = sum(size or 0 for *_, size in plan)
+    done_bytes = 0
+    written = 0
+    out: list[dict[str, Any]] = []
+
+    def tick(extra: int = 0) -> None:
+        if on_progress is not None:
+            on_progress(len(out), len(plan), done_bytes + extra, total_bytes)
+
+    for role, name, want, size in plan:
+        target = target_of(catalog, name, to)
+        entry: dict[str, Any] = {"path": name, "role": role, "hash": want, "size": size,
+                                 "target": target}
+        out.append(entry)
+        status, reason, mode = _decide(catalog, name, want, target, store_dir, force, entry)
+        if status == "restore":
+            if dry_run:
+                status = "would_restore"
+            else:
+                try:
+                    _write(catalog, want, target, mode,
+                           (lambda n: tick(n)) if size and size > _CHUNK else None)
+                    status, written = "restored", written + (size or 0)
+                except _Damaged as err:
+                    status, reason = "failed", str(err)
+                except MissingObject as err:
+                    status, reason = "failed", str(err)
+                except OSError as err:
+                    if err.errno in _FATAL:
+                        done = sum(1 for e in out if e.get("status") == "restored")
+                        raise RestoreError(
+                            f"cannot write {target}: {err.strerror or err}; nothing of it was"
+                            f" left behind ({done} file{'s' if done != 1 else ''} restored"
+                            " before it stay)") from err
+                    status, reason = "failed", f"cannot write it: {err.strerror or err}"
+        entry["status"] = status
+        if reason:
+            entry["reason"] = reason
+        done_bytes += size or 0
+        tick()
+    counts = {s: 0 for s in STATUSES}
+    for e in out:
+        counts[e["status"]] += 1
+    return {
+        "run": run_id,
+        "target": str(base),
+        "dry_run": dry_run,
+        "files": out,
+        "counts": counts,
+        "bytes_written": written,
+        "ok": not (counts["skipped"] or counts["refused"] or counts["failed"]),
+    }
+
+
+def _decide(catalog: Catalog, name: str, want: str, target: str, store_dir: str,
+            force: bool, entry: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    """(status, reason, mode to keep) for one file; status "restore" means write it."""
+    if target == store_dir or target.startswith(store_dir + os.sep):
+        return "failed", "it is in onlooker's own store, which a restore never writes", None
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        return "failed", f"cannot look at it: {err.strerror or err}", None
+    current = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            return "failed", "a folder is in its place", None
+        if stat.S_ISREG(st.st_mode):
+            try:
+                current = hash_file(target).hash
+            except HashError as err:
+                return "failed", f"cannot read what is there now: {err}", None
+            if current == want:
+                return "unchanged", None, None
+        entry["current_hash"] = current
+    versions = {r[0]: bool(r[1]) for r in catalog._execute(
+        "SELECT v.hash, v.stored FROM versions v JOIN assets a ON a.id = v.asset_id"
+        " WHERE a.path = ?", (name,))}
+    if not versions.get(want):
+        now = ("the file is missing" if st is None else
+               "the file there now has other content" if current is not None else
+               "something other than a file is there now")
+        return "skipped", f"only referenced (too large to copy when recorded): {now}", None
+    if not catalog.objects.has(want):
+        return "failed", "its object is missing from the store (removed by gc?)", None
+    mode = None
+    if st is not None:
+        if not force:
+            if current is None:
+                return "refused", "something other than a file is there (--force replaces" \
+                                  " it)", None
+            if current not in versions:
+                return "refused", ("it holds content onlooker never recorded for this path"
+                                   " (--force overwrites it)"), None
+        if stat.S_ISREG(st.st_mode):
+            mode = stat.S_IMODE(st.st_mode)
+    return "restore", None, mode
+
+
+def _write(catalog: Catalog, want: str, target: str, mode: int | None,
+           progress: Callable[[int], None] | None) -> None:
+    """Copy the object to a temp file beside `target`, hashing as it goes, and rename
+    it into place only when the hash is `want`; nothing is left behind otherwise."""
+    folder, leaf = os.path.split(target)
+    os.makedirs(folder, exist_ok=True)
+    # ends in .tmp: the agent takes it for a tool's temp file, not an asset
+    tmp = os.path.join(folder, f".{leaf}.{uuid.uuid4().hex[:12]}.onlooker-restore.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with catalog.objects.open(want) as src:
+            if _is_big_file(src):
+                got = _copy_big(src, fd, tmp, progress)
+            else:
+                hasher = blake3.blake3()
+                copied = 0
+                while True:
+                    chunk = src.read(_CHUNK)
+                    if not chunk:
+                        break
+                    hasher.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    copied += len(chunk)
+                    if progress is not None:
+                        progress(copied)
+                got = "blake3:" + hasher.hexdigest()
+        if got != want:
+            raise _Damaged(f"the stored object is damaged (its bytes hash to {got[:19]}…, not"
+                           " the recorded hash); nothing was written")
+        if mode is not None:
+            os.fchmod(fd, mode)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _is_big_file(src: Any) -> bool:
+    """A loose object (a real file) big enough that a copy in the kernel pays."""
+    try:
+        return os.fstat(src.fileno()).st_size > _BIG
+    except (AttributeError, OSError, ValueError):  # a packed object: bytes in memory
+        return False
+
+
+def _copy_big(src: Any, fd: int, tmp: str, progress: Callable[[int], None] | None) -> str:
+    """Copy in the kernel (copy_file_range, a reflink where the filesystem has them,
+    else sendfile), then hash what was written, read back through a map with BLAKE3's
+    threads: the bytes about to be renamed into place are the ones checked."""
+    size = os.fstat(src.fileno()).st_size
+    copied = 0
+    in_fd = src.fileno()
+    while copied < size:
+        want = min(_CHUNK * 8, size - copied)
+        try:
+            n = os.copy_file_range(in_fd, fd, want, copied, copied)
+        except OSError as err:
+            if err.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            n = os.sendfile(fd, in_fd, copied, want)
+        if n == 0:
+            break
+        copied += n
+        if progress is not None:
+            progress(copied)
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if copied:
+        hasher.update_mmap(tmp)
+    return "blake3:" + hasher.hexdigest()
