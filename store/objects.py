@@ -83,14 +83,44 @@ class ObjectStore:
         hexdigest = _hex(hash)
         return self.root / hexdigest[:2] / hexdigest[2:]
 
-    def has(self, hash: str) -> bool:
+    def has(self, hash: str, *, fresh: bool = True) -> bool:
+        """Whether the object is stored. fresh=False does not look for packs written
+        since the last look more than once a second: for dedup, where a stale "no"
+        only costs a duplicate write."""
         hexdigest = _hex(hash)
         batch = self._batch()
         if batch is not None:
             self._drain(batch)
             if hexdigest in batch:
                 return True
-        return self.path_for(hash).exists() or self.packs.lookup(hexdigest) is not None
+        return (os.path.exists(f"{self.root}/{hexdigest[:2]}/{hexdigest[2:]}")
+                or self.packs.lookup(hexdigest, fresh=fresh) is not None)
+
+    def read_packed(self, hashes: list[str]) -> Iterator[tuple[str, bytes]]:
+        """(hash, bytes) of those of `hashes` that are packed, each pack opened once and
+        read in its own order: for export, where one open per small object would cost
+        more than its bytes. The others (loose, missing) are left to open()."""
+        where: dict[str, list[tuple[int, int, str]]] = {}
+        self.packs.refresh()
+        for hash in hashes:
+            found = self.packs.lookup(_hex(hash), fresh=False)
+            if found is not None:
+                where.setdefault(found[0], []).append((found[1], found[2], hash))
+        for name, items in where.items():
+            try:
+                f = open(self.packs.dir / f"{name}.pack", "rb")
+            except FileNotFoundError:  # repacked since: one by one, through the index
+                for _, _, hash in items:
+                    data = self.packs.read(_hex(hash))
+                    if data is not None:
+                        yield hash, data
+                continue
+            with f:
+                for offset, size, hash in sorted(items):
+                    data = os.pread(f.fileno(), size, offset)
+                    if len(data) != size:
+                        raise OSError(f"pack {name} is shorter than its index says")
+                    yield hash, data
 
     def open(self, hash: str) -> BinaryIO:
         """A binary reader of the object's content; raises MissingObject."""
@@ -118,6 +148,28 @@ class ObjectStore:
                     yield PREFIX + prefix + rest
         for hexdigest in self.packs.iter_hashes():
             yield PREFIX + hexdigest
+
+    def entries(self) -> Iterator[tuple[str, int, float, str | None]]:
+        """(hash, size, mtime, pack name or None for a loose file) of every stored object,
+        for gc and du; a packed object's mtime is its pack's."""
+        for prefix in _scandir_names(self.root):
+            if len(prefix) != 2:
+                continue
+            for entry in _scandir(self.root / prefix):
+                if len(entry.name) != 62 or entry.name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                yield PREFIX + prefix + entry.name, st.st_size, st.st_mtime, None
+        mtimes: dict[str, float | None] = {}
+        for hexdigest, size, name in self.packs.entries():
+            if name not in mtimes:
+                mtimes[name] = self.packs.pack_mtime(name)
+            mtime = mtimes[name]
+            if mtime is not None:
+                yield PREFIX + hexdigest, size, mtime, name
 
     def usage(self) -> tuple[int, int]:
         """(objects, bytes) on disk; walks the loose objects, so O(objects)."""
@@ -286,6 +338,23 @@ class ObjectStore:
         hexdigest = hasher.hexdigest()
         self._commit(tmp, hexdigest, self._batch())
         return PREFIX + hexdigest, head
+
+    def adopt(self, tmp: str | os.PathLike[str], hash: str) -> str:
+        """Move a file the caller wrote under `self.tmp` and has already hashed (`hash`)
+        into place, without reading it again. Inside batch(): renamed on exit after the
+        batch's one syncfs; outside: fsynced first. Returns the hash."""
+        hexdigest = _hex(hash)
+        tmp = os.fspath(tmp)
+        os.chmod(tmp, 0o444)
+        batch = self._batch()
+        if batch is None:
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._commit(tmp, hexdigest, batch)
+        return hash
 
     def remove(self, hash: str) -> bool:
         """Delete an object (for gc); True if it was there."""

@@ -87,7 +87,12 @@ class PackSet:
             for name in gone:
                 del self._indexes[name]
             if gone:
-                self._where = {d: w for d, w in self._where.items() if w[0] not in gone}
+                # gc's repack publishes a pack's live objects in a new pack before it drops
+                # the old one: those digests must now point at the pack that stays.
+                self._where = {}
+                for index in self._indexes.values():
+                    for digest, offset, size in index.entries():
+                        self._where.setdefault(digest, (index.name, offset, size))
             for name in names - set(self._indexes):
                 try:
                     data = (self.dir / f"{name}.idx").read_bytes()
@@ -137,7 +142,17 @@ class PackSet:
         if where is None:
             return None
         name, offset, size = where
-        with open(self.dir / f"{name}.pack", "rb") as f:
+        try:
+            f = open(self.dir / f"{name}.pack", "rb")
+        except FileNotFoundError:
+            # gc repacked it since we loaded its index: the object, if live, is in a newer one
+            self.refresh()
+            where = self._find(bytes.fromhex(hexdigest))
+            if where is None:
+                return None
+            name, offset, size = where
+            f = open(self.dir / f"{name}.pack", "rb")
+        with f:
             data = os.pread(f.fileno(), size, offset)
         if len(data) != size:
             raise OSError(f"pack {name} is shorter than its index says")
@@ -179,6 +194,69 @@ class PackSet:
             self._indexes[index.name] = _Index(index.name, data)
             self._where.pop(digest, None)
         return True
+
+
+    def entries(self) -> Iterator[tuple[str, int, str]]:
+        """(hex digest, size, pack name) of every packed object, for gc and du."""
+        self.refresh()
+        with self._lock:
+            indexes = list(self._indexes.values())
+        for index in indexes:
+            for digest, _, size in index.entries():
+                yield digest.hex(), size, index.name
+
+    def pack_mtime(self, name: str) -> float | None:
+        """When a pack was written (Unix seconds), None if it is gone."""
+        try:
+            return os.stat(self.dir / f"{name}.pack").st_mtime
+        except OSError:
+            return None
+
+    def repack(self, name: str, drop: set[str], tmp_dir: Path,
+               trash_dir: Path) -> tuple[int, dict[str, tuple[Path, int, int]]]:
+        """Rewrite pack `name` without the objects in `drop` (hex digests), for gc.
+
+        Readers never miss a kept object: its new pack and index are published
+        before the old index goes, and a reader holding the old index retries after
+        a refresh (read). The old pack is moved into `trash_dir`, not deleted, so gc
+        can still bring back an object found referenced after all. Returns the bytes
+        dropped and where each dropped object now lies: hex -> (trashed pack, offset,
+        size)."""
+        self.refresh()
+        with self._lock:
+            index = self._indexes.get(name)
+        if index is None:
+            return 0, {}
+        kept: list[tuple[str, int, int]] = []
+        dropped: dict[str, tuple[int, int]] = {}
+        for digest, offset, size in index.entries():
+            hexdigest = digest.hex()
+            if hexdigest in drop:
+                dropped[hexdigest] = (offset, size)
+            else:
+                kept.append((hexdigest, offset, size))
+        if not dropped:
+            return 0, {}
+        pack_path = self.dir / f"{name}.pack"
+        if kept:
+            writer = PackWriter(self, tmp_dir)
+            with open(pack_path, "rb") as f:
+                for hexdigest, offset, size in kept:
+                    writer.add_many([(hexdigest, os.pread(f.fileno(), size, offset))])
+            writer.finish()
+        trash_dir.mkdir(parents=True, exist_ok=True)
+        os.unlink(self.dir / f"{name}.idx")
+        trashed = trash_dir / f"{name}.pack"
+        os.rename(pack_path, trashed)
+        fsync_dir(self.dir)
+        with self._lock:
+            self._indexes.pop(name, None)
+            self._where = {}
+            for other in self._indexes.values():
+                for digest, offset, size in other.entries():
+                    self._where.setdefault(digest, (other.name, offset, size))
+        freed = sum(size for _, size in dropped.values())
+        return freed, {h: (trashed, o, s) for h, (o, s) in dropped.items()}
 
 
 class PackWriter:
