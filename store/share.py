@@ -1,0 +1,483 @@
+"""Sharing runs between projects: one tar archive out (export), into a catalog (import).
+
+An archive is an uncompressed tar holding, in this order:
+
+- `manifest.json`: format and onlooker versions, the exporting host and project, the
+  export time, every object's hash and size, and per run its catalog rows (run, env,
+  steps, io with the versions and assets it names, params, metrics, telemetry, tags);
+- `manifest.json.blake3`: the manifest's own hash, so a flipped byte in it is caught;
+- `objects/<hex>`: the bytes of every stored object the runs need (stored versions,
+  git diffs). Versions only referenced (larger than `store.object_max_bytes`) travel
+  as catalog rows without bytes, as in the catalog they came from.
+
+Import verifies everything before writing anything (store/archive.py): in one pass,
+the members are read by name only to match them to the manifest, never extracted by
+their name, each sized against the manifest and hashed while its bytes go to the object
+store's tmp folder (small ones into one spool file, large ones each into a temp file,
+copied by the kernel from a plain tar). Only once all are verified do they move into
+place (one syncfs for all), then the rows go in in one catalog transaction; a bad
+archive leaves no temporaries and no rows. A run is recognised as already
+imported by its uid (run_uid: a hash of the host, project, id and start of the run
+where it was first recorded), kept in `run_origin`, so importing twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import blake3
+
+from . import records, schema
+from .archive import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    MANIFEST_HASH,
+    OBJECT_DIR,
+    ArchiveError,
+    TarWriter,
+    damaged,
+    read_manifest,
+    stage,
+)
+from .errors import StoreError
+from .objects import PACK_MAX, hash_bytes
+
+__all__ = ["ArchiveError", "export_runs", "import_archive", "origins_for", "read_manifest",
+           "run_uid"]
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+_IDS_CHUNK = 500
+# Columns the importer sets itself, never copied from the archive.
+_OWN = {"id", "run_id", "env_id", "parent_step_id"}
+
+
+def onlooker_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onlooker")
+    except PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "unknown"
+
+
+def run_uid(host: str | None, project: str | None, run_id: int, started_at: float) -> str:
+    """A run's identity across projects: where it was first recorded, its id there and
+    its start. An imported run keeps the uid it arrived with, so it survives re-export."""
+    text = records.canonical(["onlooker-run", host, project, int(run_id), float(started_at)])
+    return hash_bytes(text.encode("utf-8"))
+
+
+def origins_for(catalog: Catalog, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """run id -> its `origin` (the JSON contract) for imported runs; local ones are left out."""
+    out: dict[int, dict[str, Any]] = {}
+    if getattr(catalog, "schema_version", 0) < schema.ORIGIN_SINCE:
+        return out  # a read-only open of a catalog not migrated yet: nothing imported
+    ids = list(dict.fromkeys(int(i) for i in run_ids))
+    for start in range(0, len(ids), _IDS_CHUNK):
+        chunk = ids[start:start + _IDS_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for r in catalog._execute(f"SELECT * FROM run_origin WHERE run_id IN ({marks})", chunk):
+            out[r["run_id"]] = {"host": r["host"], "project": r["project"],
+                                "run_id": r["source_id"], "uid": r["uid"],
+                                "exported_at": records.iso(r["exported_at"]),
+                                "imported_at": records.iso(r["imported_at"])}
+    return out
+
+
+# ---- export ----------------------------------------------------------------------------
+
+
+def _rows(catalog: Catalog, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in catalog._execute(sql, args)]
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in _OWN}
+
+
+def _collect(catalog: Catalog, run_ids: Sequence[int]) -> dict[str, Any]:
+    """The manifest's rows for these runs (one consistent snapshot), objects not sized."""
+    host, project = socket.gethostname(), str(catalog.project)
+    origins = origins_for(catalog, run_ids)
+    runs: list[dict[str, Any]] = []
+    versions: dict[int, dict[str, Any]] = {}
+    diffs: set[str] = set()
+    with catalog._snapshot():
+        for run_id in run_ids:
+            row = _rows(catalog, "SELECT * FROM runs WHERE id = ?", (run_id,))[0]
+            env = None
+            if row.get("env_id") is not None:
+                got = catalog._execute("SELECT data FROM envs WHERE id = ?", (row["env_id"],))
+                env = (got.fetchone() or [None])[0]
+            if row.get("git_diff"):
+                diffs.add(row["git_diff"])
+            io_rows = _rows(catalog, "SELECT step_id, version_id, role, access, basis FROM io"
+                                     " WHERE run_id = ?", (run_id,))
+            for link in io_rows:
+                versions.setdefault(link["version_id"], {})
+            origin = origins.get(run_id)
+            uid = (origin["uid"] if origin else
+                   run_uid(host, project, run_id, row["started_at"]))
+            tags: list[dict[str, Any]] = []
+            if catalog.schema_version >= 5:
+                tags = _rows(catalog, "SELECT name, created_at FROM tags WHERE run_id = ?",
+                             (run_id,))
+            runs.append({
+                "source_id": run_id, "uid": uid, "run": _strip(row), "env": env,
+                "steps": _rows(catalog, "SELECT * FROM steps WHERE run_id = ? ORDER BY id",
+                               (run_id,)),
+                "io": io_rows,
+                "params": _rows(catalog, "SELECT key, value, source FROM params WHERE"
+                                         " run_id = ?", (run_id,)),
+                "metrics": [_strip(m) for m in _rows(
+                    catalog, "SELECT * FROM metrics WHERE run_id = ? ORDER BY rowid", (run_id,))],
+                "telemetry": [_strip(t) for t in _rows(
+                    catalog, "SELECT * FROM telemetry WHERE run_id = ? ORDER BY rowid",
+                    (run_id,))],
+                "tags": tags,
+            })
+        ids = list(versions)
+        for start in range(0, len(ids), _IDS_CHUNK):
+            chunk = ids[start:start + _IDS_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for v in catalog._execute(
+                    "SELECT v.id, a.path, a.kind, v.hash, v.size, v.mtime_ns, v.stored,"
+                    " v.run_id AS producer, v.created_at, v.seen_at FROM versions v"
+                    f" JOIN assets a ON a.id = v.asset_id WHERE v.id IN ({marks})", chunk):
+                versions[v["id"]] = dict(v)
+    return {"runs": runs, "versions": [versions[k] for k in sorted(versions)], "diffs": diffs}
+
+
+def _object_size(catalog: Catalog, hash: str) -> int | None:
+    try:
+        with catalog.objects.open(hash) as f:
+            if isinstance(f, io.BytesIO):
+                return len(f.getbuffer())
+            return os.fstat(f.fileno()).st_size
+    except (StoreError, OSError):
+        return None
+
+
+def _damaged_object(catalog: Catalog, hash: str) -> StoreError:
+    return StoreError(f"object {hash} in the store at {catalog.objects.root} does not"
+                      " match its hash: it is damaged")
+
+
+def _add_object(catalog: Catalog, tar: TarWriter, hash: str, size: int, now: float) -> None:
+    """One object into the archive, hashed first: a damaged store object is caught at
+    export, not passed on. A loose file is hashed in place (mmap, all cores) and copied
+    by the kernel; a packed one is small and comes whole."""
+    name = OBJECT_DIR + hash.partition(":")[2]
+    damaged_store = _damaged_object(catalog, hash)
+    with catalog.objects.open(hash) as f:
+        if isinstance(f, io.BytesIO):
+            data = f.getvalue()
+            if len(data) != size or hash_bytes(data) != hash:
+                raise damaged_store
+            tar.add_bytes(name, data, now)
+            return
+        if os.fstat(f.fileno()).st_size != size:
+            raise damaged_store
+        # The store's loose files are read-only and never rewritten (content-addressed),
+        # so the bytes hashed are the bytes copied. Hashing runs beside the kernel's copy
+        # (both release the GIL); a mismatch raises before the archive is renamed into
+        # place, so no damaged archive is ever left.
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                hasher.update_mmap(catalog.objects.path_for(hash))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                failed.append(err)
+
+        worker = threading.Thread(target=run, name="onlooker-export-hash", daemon=True)
+        if size:
+            worker.start()
+        try:
+            tar.add_file(name, f.fileno(), size, now)
+        finally:
+            if size:
+                worker.join()
+        if failed:
+            err = failed[0]
+            raise StoreError(f"cannot read object {hash} in the store at"
+                             f" {catalog.objects.root}: {err}") from err
+        if "blake3:" + hasher.hexdigest() != hash:
+            raise damaged_store
+
+
+def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.PathLike[str]
+                ) -> dict[str, Any]:
+    """Write the runs and the objects they need to the tar at `out_path` (a temp file
+    renamed into place); returns counts: runs, objects, bytes, referenced, missing."""
+    ids = sorted(dict.fromkeys(int(i) for i in run_ids))
+    if not ids:
+        raise StoreError("there are no runs to export")
+    for run_id in ids:
+        catalog.resolve_run(run_id)  # NoSuchRun with its sentence
+    running = [r[0] for start in range(0, len(ids), _IDS_CHUNK)
+               for chunk in [ids[start:start + _IDS_CHUNK]]
+               for r in catalog._execute("SELECT id FROM runs WHERE status = 'running' AND id"
+                                         f" IN ({','.join('?' * len(chunk))})", chunk)]
+    if running:
+        # its rows are not final, and an agent on the other side would take it for one
+        # of its own runs to re-attach
+        raise StoreError(f"run {running[0]} is still running: export it once it has ended")
+    got = _collect(catalog, ids)
+    # objects go in before the rows naming them, so one look at the packs now sees every
+    # object these rows name; then one index lookup per object, no listing each
+    catalog.objects.packs.refresh()
+    objects: dict[str, int] = {}
+    missing = referenced = 0
+    for v in got["versions"]:
+        if not v["stored"]:
+            referenced += 1
+            continue
+        # a stored version's size is its object's (content-addressed); export checks
+        # each object's size and hash as it writes it
+        size = int(v["size"]) if catalog.objects.has(v["hash"], fresh=False) else None
+        if size is None:  # stored once, gone since (gc, a damaged store): a reference now
+            v["stored"] = 0
+            missing += 1
+            continue
+        objects[v["hash"]] = size
+    for hash in sorted(got["diffs"]):
+        size = _object_size(catalog, hash)
+        if size is not None:
+            objects[hash] = size
+    now = time.time()
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "onlooker_version": onlooker_version(), "schema_version": catalog.schema_version,
+        "host": socket.gethostname(), "project": str(catalog.project), "exported_at": now,
+        "objects": objects, "versions": got["versions"], "runs": got["runs"],
+    }
+    out = Path(os.path.abspath(out_path))
+    if not out.parent.is_dir():
+        raise StoreError(f"cannot write {out}: {out.parent} is not a folder")
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            tar = TarWriter(fd)
+            text = json.dumps(manifest, ensure_ascii=True, separators=(",", ":")).encode()
+            tar.add_bytes(MANIFEST, text, now)
+            tar.add_bytes(MANIFEST_HASH, hash_bytes(text).encode(), now)
+            packed = set()
+            for hash, data in catalog.objects.read_packed(list(objects)):
+                if len(data) != objects[hash] or hash_bytes(data) != hash:
+                    raise _damaged_object(catalog, hash)
+                tar.add_bytes(OBJECT_DIR + hash.partition(":")[2], data, now)
+                packed.add(hash)
+            for hash, size in objects.items():
+                if hash not in packed:
+                    _add_object(catalog, tar, hash, size, now)
+            tar.close()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise StoreError(f"cannot write {out}: {err.strerror or err}") from err
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"path": str(out), "runs": len(ids), "objects": len(objects),
+            "bytes": sum(objects.values()), "referenced": referenced, "missing": missing,
+            "size": out.stat().st_size}
+
+
+# ---- import ----------------------------------------------------------------------------
+
+
+def import_archive(catalog: Catalog, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Add the archive's runs to the catalog; runs already here (by uid) are left as
+    they are. Returns counts and `mapping`: [{source_id, id, imported}] per run."""
+    path = Path(os.path.abspath(path))
+    store = catalog.objects
+    try:
+        store.tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"cannot write to the object store at {store.root}:"
+                         f" {err.strerror or err}") from err
+    # One pass: every member verified while its bytes go to the store's tmp folder;
+    # on any failure the temporaries are gone and nothing was written.
+    store.packs.refresh()  # then one look per member, not one listing of packs/ each
+    manifest, staged = stage(path, store.tmp, PACK_MAX,
+                             lambda h: store.has(h, fresh=False))
+    objects: dict[str, int] = manifest["objects"]
+    written, written_bytes = len(staged.small) + len(staged.large), staged.bytes
+    try:
+        with store.batch():  # one syncfs for all of them, then the renames
+            for hash, offset, size in staged.small:
+                store.put_bytes(staged.read_small(offset, size), hash)
+            for hash, tmp in staged.large.items():
+                store.adopt(tmp, hash)
+    except OSError as err:
+        raise StoreError(f"cannot write to the object store at {store.root}:"
+                         f" {err.strerror or err}; nothing was imported") from err
+    finally:
+        staged.discard()
+    try:
+        with catalog.transaction():
+            mapping = _insert(catalog, manifest, set(objects))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+            sqlite3.Error) as err:
+        raise damaged(path, f"its manifest is malformed: {type(err).__name__} {err}") from err
+    except StoreError as err:
+        if isinstance(err, ArchiveError):
+            raise
+        raise ArchiveError(f"cannot import {path}: {err}; nothing was imported") from err
+    return {"path": str(path), "host": manifest.get("host"), "project": manifest.get("project"),
+            "exported_at": records.iso(manifest.get("exported_at")),
+            "runs": sum(1 for m in mapping if m["imported"]),
+            "present": sum(1 for m in mapping if not m["imported"]),
+            "objects": written, "bytes": written_bytes, "mapping": mapping}
+
+
+def _columns(catalog: Catalog, table: str) -> set[str]:
+    return {r[1] for r in catalog._execute(f"PRAGMA table_info({table})")}
+
+
+def _insert_row(catalog: Catalog, table: str, cols: set[str], row: dict[str, Any],
+                **own: Any) -> int:
+    data = {k: v for k, v in row.items() if k in cols and k not in _OWN}
+    data.update(own)
+    names = ", ".join(data)
+    marks = ", ".join("?" * len(data))
+    cur = catalog._execute(f"INSERT INTO {table} ({names}) VALUES ({marks})",
+                           list(data.values()))
+    return int(cur.lastrowid or 0)
+
+
+def _already(catalog: Catalog, entry: dict[str, Any], host: str, project: str) -> int | None:
+    """The local id of this run if the catalog has it: imported before (its uid), or
+    recorded here in the first place (an export of this project coming back)."""
+    uid = entry["uid"]
+    row = catalog._execute("SELECT run_id FROM run_origin WHERE uid = ?", (uid,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    started = entry["run"]["started_at"]
+    for r in catalog._execute("SELECT id FROM runs WHERE started_at = ? AND id NOT IN"
+                              " (SELECT run_id FROM run_origin)", (started,)).fetchall():
+        if run_uid(host, project, r[0], started) == uid:
+            return int(r[0])
+    return None
+
+
+def _insert(catalog: Catalog, manifest: dict[str, Any], present: set[str]
+            ) -> list[dict[str, Any]]:
+    """Every row of the manifest, in the caller's transaction; the run id mapping."""
+    host, project = socket.gethostname(), str(catalog.project)
+    cols = {t: _columns(catalog, t) for t in ("runs", "steps", "metrics", "telemetry")}
+    used = {r[0] for r in catalog._execute("SELECT id FROM runs")}
+    taken = used | {int(e["source_id"]) for e in manifest["runs"]}
+    next_id = max(taken, default=0) + 1
+    mapping: list[dict[str, Any]] = []
+    ids: dict[int, int] = {}
+    todo: list[tuple[int, dict[str, Any]]] = []
+    for entry in manifest["runs"]:
+        source = int(entry["source_id"])
+        local = _already(catalog, entry, host, project)
+        imported = local is None
+        if local is None:
+            if source in used:
+                local, next_id = next_id, next_id + 1
+            else:
+                local = source
+            used.add(local)
+            todo.append((local, entry))
+        ids[source] = local
+        mapping.append({"source_id": source, "id": local, "imported": imported})
+    now = time.time()
+    for local, entry in todo:  # the runs first: versions name their producers
+        env_id = None
+        if entry.get("env") is not None:
+            env_id = catalog.put_env(json.loads(entry["env"]))
+        _insert_row(catalog, "runs", cols["runs"], entry["run"], id=local, env_id=env_id)
+    versions = _versions(catalog, manifest, present, ids)
+    for local, entry in todo:
+        steps: dict[int, int] = {}
+        for step in entry["steps"]:
+            steps[int(step["id"])] = _insert_row(catalog, "steps", cols["steps"], step,
+                                                 run_id=local)
+        for step in entry["steps"]:
+            if step.get("parent_step_id") in steps:
+                catalog._execute("UPDATE steps SET parent_step_id = ? WHERE id = ?",
+                                 (steps[step["parent_step_id"]], steps[int(step["id"])]))
+        for link in entry["io"]:
+            catalog._execute(
+                "INSERT OR IGNORE INTO io (run_id, step_id, version_id, role, access, basis)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (local, steps.get(link["step_id"]), versions[int(link["version_id"])],
+                 link["role"], link["access"], link["basis"]))
+        catalog._conn.executemany(
+            "INSERT INTO params (run_id, key, value, source) VALUES (?, ?, ?, ?)",
+            [(local, p["key"], p["value"], p["source"]) for p in entry["params"]])
+        for m in entry["metrics"]:
+            _insert_row(catalog, "metrics", cols["metrics"], m, run_id=local)
+        for t in entry["telemetry"]:
+            _insert_row(catalog, "telemetry", cols["telemetry"], t, run_id=local)
+        catalog._conn.executemany(
+            "INSERT OR IGNORE INTO tags (run_id, name, created_at) VALUES (?, ?, ?)",
+            [(local, t["name"], t["created_at"]) for t in entry["tags"]])
+        catalog._execute(
+            "INSERT INTO run_origin (run_id, uid, host, project, source_id, exported_at,"
+            " imported_at, onlooker_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (local, entry["uid"], manifest.get("host"), manifest.get("project"),
+             int(entry["source_id"]), manifest.get("exported_at"), now,
+             manifest.get("onlooker_version")))
+    return mapping
+
+
+def _versions(catalog: Catalog, manifest: dict[str, Any], present: set[str],
+              ids: dict[int, int]) -> dict[int, int]:
+    """Archive version id -> local version id, creating assets and versions not here.
+    A version stored there is stored here once its object came in; its producer is the
+    local id of the run that wrote it, where that run is here."""
+    # in bulk (executemany, then ids by chunks): 20,000 versions cost one statement
+    # each, not three
+    versions = manifest["versions"]
+    catalog._conn.executemany("INSERT INTO assets (path, kind) VALUES (?, ?)"
+                              " ON CONFLICT(path) DO NOTHING",
+                              [(v["path"], v["kind"]) for v in versions])
+    paths = list(dict.fromkeys(v["path"] for v in versions))
+    assets: dict[str, int] = {}
+    for start in range(0, len(paths), _IDS_CHUNK):
+        chunk = paths[start:start + _IDS_CHUNK]
+        assets.update((r[1], r[0]) for r in catalog._execute(
+            f"SELECT id, path FROM assets WHERE path IN ({','.join('?' * len(chunk))})",
+            chunk))
+    rows = []
+    for v in versions:
+        stored = int(bool(v["stored"]) and v["hash"] in present)
+        producer = ids.get(v["producer"]) if v["producer"] is not None else None
+        rows.append((assets[v["path"]], v["hash"], int(v["size"]), int(v["mtime_ns"]), stored,
+                     producer, v["created_at"], v["seen_at"]))
+    catalog._conn.executemany(
+        "INSERT INTO versions (asset_id, hash, size, mtime_ns, stored, run_id,"
+        " created_at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(asset_id, hash) DO UPDATE SET stored = max(stored, excluded.stored),"
+        " run_id = coalesce(run_id, excluded.run_id)", rows)
+    asset_ids = list(dict.fromkeys(assets.values()))
+    local: dict[tuple[int, str], int] = {}
+    for start in range(0, len(asset_ids), _IDS_CHUNK):
+        chunk = asset_ids[start:start + _IDS_CHUNK]
+        local.update(((r[1], r[2]), r[0]) for r in catalog._execute(
+            "SELECT id, asset_id, hash FROM versions WHERE asset_id IN"
+            f" ({','.join('?' * len(chunk))})", chunk))
+    return {int(v["id"]): local[(assets[v["path"]], v["hash"])] for v in versions}
