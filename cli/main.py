@@ -15,10 +15,13 @@ from onlooker.cli.commands.demo import demo
 from onlooker.cli.commands.diff import diff
 from onlooker.cli.commands.init import init
 from onlooker.cli.commands.lineage import lineage
+from onlooker.cli.commands.manage import du, gc, rm
 from onlooker.cli.commands.metrics import metrics
 from onlooker.cli.commands.pipeline import outdated, pipeline
+from onlooker.cli.commands.restore import restore
 from onlooker.cli.commands.run import run
 from onlooker.cli.commands.runs import runs
+from onlooker.cli.commands.share import export_command, import_command
 from onlooker.cli.commands.show import show
 from onlooker.cli.commands.sql import sql
 from onlooker.cli.commands.start import start
@@ -92,7 +95,9 @@ def cli(ctx: click.Context, project: Path | None, verbose: int) -> None:
 
 for _command in (init, start, stop, status, watch, run,  # capture
                  runs, show, metrics, telemetry, diff, lineage, pipeline, outdated, sql,  # explore
-                 tag, note_command,  # manage
+                 tag, note_command, rm, gc, du,  # manage
+                 restore,  # version
+                 export_command, import_command,  # share
                  demo):
     cli.add_command(_command)
 

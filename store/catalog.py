@@ -443,10 +443,11 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         tele = self.telemetry_summaries(run_ids)
         metrics = self.metrics_for(run_ids)
         tags = self.tags_for(run_ids)
+        origins = self.origins_for(run_ids)
         out = []
         for r in rows:
             d = records.run_dict(r, params.get(r["id"], {}), files.get(r["id"], empty),
-                                 tags=tags.get(r["id"], ()))
+                                 tags=tags.get(r["id"], ()), origin=origins.get(r["id"]))
             d["metrics"] = metrics.get(r["id"], {})
             d["telemetry"] = tele.get(r["id"])
             out.append(d)
@@ -460,8 +461,12 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         (`-metrics.test.f1`); dicts as runs() gives them. See store/query/."""
         from .query import query
 
-        return query(self, where, since=since, until=until, status=status, sort=sort,
-                     limit=limit)
+        found = query(self, where, since=since, until=until, status=status, sort=sort,
+                      limit=limit)
+        origins = self.origins_for([r["id"] for r in found])
+        for r in found:
+            r["origin"] = origins.get(r["id"])
+        return found
 
     def resolve_run(self, ref: str | int) -> int:
         """A run reference as people type it -> its id: `12`, `last` (or `-1`) for the
@@ -517,7 +522,8 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
             ).fetchall()
         out = records.run_dict(row, params.get(run_id, {}),
                                files.get(run_id, records.empty_files()),
-                               tags=self.tags_of(run_id))
+                               tags=self.tags_of(run_id),
+                               origin=self.origins_for([run_id]).get(run_id))
         by_step: dict[int, dict[str, list[str]]] = {}
         for f in step_files:
             slot = by_step.setdefault(f["step_id"], {"input": [], "output": [], "code": []})
@@ -590,6 +596,38 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
 
         return pipeline(self)
 
+    def twins(self, run_id: int) -> list[int]:
+        """The runs that did the same computation as this one: same command, code
+        versions, input versions and params (meta ignored); itself excluded, oldest
+        first (twins.twins_of)."""
+        from .twins import twins_of
+
+        return twins_of(self, [run_id]).get(int(run_id), [])
+
+    def nondeterministic(self, run_id: int) -> list[str]:
+        """The outputs of this run that a completed twin wrote with other content."""
+        from .twins import nondeterministic
+
+        return nondeterministic(self, run_id, self.twins(run_id))
+
+    def restore(self, run: int | str, paths: Iterable[str] | None = None,
+                roles: Iterable[str] = ("inputs", "outputs", "code"), to: Any = None,
+                force: bool = False, dry_run: bool = False, on_progress: Any = None) -> dict:
+        """Write back the exact versions a run read or wrote, each checked by hash as it
+        is written (restore.restore): a report per file."""
+        from .restore import restore
+
+        return restore(self, run, paths=paths, roles=roles, to=to, force=force,
+                       dry_run=dry_run, on_progress=on_progress)
+
+    def restore_version(self, path: str, hash_prefix: str, to: Any = None,
+                        force: bool = False, dry_run: bool = False) -> dict:
+        """Write back one version of one file, named by a prefix of its hash
+        (`PATH@HASH`; restore.restore_version)."""
+        from .restore import restore_version
+
+        return restore_version(self, path, hash_prefix, to=to, force=force, dry_run=dry_run)
+
     def outdated(self, current: str = "disk", read_params: Any = None,
                  on_hash: Any = None) -> dict:
         """Outputs out of date and the runs to re-run, upstream first (outdated.outdated);
@@ -597,6 +635,53 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         from .outdated import outdated
 
         return outdated(self, current=current, read_params=read_params, on_hash=on_hash)
+
+    # ---- sharing runs between projects (store/share.py) -----------------------------
+    def export(self, run_ids: Iterable[int], out_path: str | os.PathLike[str]) -> dict:
+        """Write these runs' rows and the objects they need to one tar archive (a temp
+        file renamed into place): {path, runs, objects, bytes, referenced, missing, size}."""
+        from .share import export_runs
+
+        return export_runs(self, run_ids, out_path)
+
+    def import_archive(self, path: str | os.PathLike[str]) -> dict:
+        """Add an export's runs in one transaction, after verifying every object by
+        hash; runs already here are left alone, clashing ids renumbered: {runs,
+        present, objects, bytes, mapping: [{source_id, id, imported}], ...}."""
+        from .share import import_archive
+
+        return import_archive(self, path)
+
+    def origins_for(self, run_ids: Iterable[int]) -> dict[int, dict]:
+        """run id -> where it was imported from (`origin` in the JSON contract); runs
+        recorded here are left out."""
+        from .share import origins_for
+
+        return origins_for(self, list(run_ids))
+
+    # ---- cleaning up: rm, gc, du (store/manage.py) -------------------------------------
+    def remove_runs(self, run_ids: Iterable[int]) -> dict:
+        """Remove runs and all their rows in one transaction; objects stay until gc
+        (manage.remove_runs)."""
+        from .manage import remove_runs
+
+        return remove_runs(self, run_ids)
+
+    def gc(self, dry_run: bool = False, keep_tagged: bool = False, older_than: Any = None,
+           grace: Any = 3600.0) -> dict:
+        """Remove objects no run needs, and with `older_than` (`30d`) old runs first
+        (`keep_tagged`: untagged ones only); see manage.gc for what is kept and why."""
+        from .manage import gc
+
+        return gc(self, dry_run=dry_run, keep_tagged=keep_tagged, older_than=older_than,
+                  grace=grace)
+
+    def du(self, run_ids: Iterable[int] | None = None) -> dict:
+        """Bytes in the object store per run (and what removing it would free) and in
+        total (manage.du)."""
+        from .manage import du
+
+        return du(self, run_ids)
 
     def counts(self) -> dict:
         """Sizes for `status`: runs, steps, assets, versions, stored objects and bytes."""

@@ -156,9 +156,11 @@ def run_dict(
     files: Mapping[str, list[dict[str, Any]]],
     *,
     tags: Iterable[str] = (),
+    origin: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The contract shared by run() and runs(); run() adds `env` and `steps`. `tags`:
-    the run's tag names (sorted); its note comes with the row (runs.note)."""
+    the run's tag names (sorted); its note comes with the row (runs.note). `origin`:
+    where an imported run came from (store/share.py origins_for), None for a local one."""
     started, ended = row["started_at"], row["ended_at"]
     git = None
     if row["git_commit"] is not None or row["git_branch"] is not None:
@@ -184,6 +186,7 @@ def run_dict(
         "tier": row["tier"],
         "tags": list(tags),
         "note": row["note"] if "note" in row.keys() else None,
+        "origin": None if origin is None else dict(origin),
     }
 
 

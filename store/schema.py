@@ -287,6 +287,29 @@ MIGRATIONS += [
     ),
 ]
 
+MIGRATIONS += [
+    (
+        "run_origin: where an imported run came from (onlooker import)",
+        (
+            # One row per run that `onlooker import` brought in; local runs have none.
+            # uid is the run's identity across projects (store/share.py run_uid), so a
+            # second import of the same archive finds the run already here. IF NOT
+            # EXISTS: a catalog hand-lowered to an older user_version keeps the table.
+            """CREATE TABLE IF NOT EXISTS run_origin (
+                run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+                uid TEXT NOT NULL UNIQUE,
+                host TEXT,                      -- the exporting machine
+                project TEXT,                   -- the exporting project's folder
+                source_id INTEGER,              -- the run's id there
+                exported_at REAL,               -- Unix seconds
+                imported_at REAL NOT NULL,
+                onlooker_version TEXT           -- of the exporting onlooker
+            )""",
+        ),
+    ),
+]
+ORIGIN_SINCE = len(MIGRATIONS)  # the schema version that made run_origin (6)
+
 LATEST = len(MIGRATIONS)
 # The oldest schema a read-only open still reads: migration 5 only adds what readers do
 # without (no tags yet, no views), so a CLI reading a catalog the agent has not migrated

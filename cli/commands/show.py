@@ -153,6 +153,39 @@ def _steps(steps: Any) -> str:
     return table(("PID", "STATUS", "DURATION", "IN/OUT", "COMMAND"), rows)
 
 
+def origin_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """`imported from HOST:PATH run N, exported TIME` for a run `onlooker import` added."""
+    origin = run.get("origin")
+    if not origin:
+        return []
+    return [("origin", f"imported from {origin.get('host') or '-'}:{origin.get('project') or '-'}"
+                       f" run {origin.get('run_id')}, exported"
+                       f" {local_time(origin.get('exported_at'))}")]
+
+
+def add_twins(catalog: Any, run: dict[str, Any]) -> None:
+    """Put `twins` (ids) and `nondeterministic` (paths) into a run dict for `show`; a
+    catalog without twins (an older store) leaves them out."""
+    twins_of = getattr(catalog, "twins", None)
+    if twins_of is None:
+        return
+    run["twins"] = twins_of(run["id"])
+    run["nondeterministic"] = catalog.nondeterministic(run["id"]) if run["twins"] else []
+
+
+def twin_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """Header rows: the run's twins, and the outputs where they disagree."""
+    twins = run.get("twins") or ()
+    if not twins:
+        return []
+    rows = [("twins", "twin of run " + ", ".join(str(t) for t in twins))]
+    odd = run.get("nondeterministic") or ()
+    if odd:
+        rows.append(("nondeterministic", ", ".join(odd) + (" differ" if len(odd) > 1 else
+                                                           " differs") + " from a twin's"))
+    return rows
+
+
 def render_run(run: dict[str, Any], diff: str | None = None, *, show_all: bool = False) -> str:
     """The people's view of one run dict (the JSON contract), in sections; `diff` is the
     text behind git.diff where the caller read it; `show_all` adds the files tools read
@@ -167,6 +200,8 @@ def render_run(run: dict[str, Any], diff: str | None = None, *, show_all: bool =
         ("command", command_text(run.get("command"))),
         ("tier", _scalar(run.get("tier"))),
         *tag_rows(run),
+        *origin_rows(run),
+        *twin_rows(run),
     ])
     parts = [
         section(f"run {run.get('id')}", header),
@@ -199,6 +234,7 @@ def show(state: AppState, as_json: bool, show_diff: bool, show_all: bool, run_re
         raise click.UsageError("--diff prints the diff itself: use it without --json")
     with state.catalog() as catalog:
         run = resolve(catalog, run_ref)
+        add_twins(catalog, run)
         diff = diff_text(catalog, run)
     if show_diff:
         if diff is None:

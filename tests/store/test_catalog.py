@@ -25,7 +25,7 @@ H3 = "blake3:" + "3" * 64
 T0 = 1_795_000_000.0
 RUN_KEYS = {"id", "command", "cwd", "status", "exit_code", "signal", "started_at", "ended_at",
             "duration", "params", "inputs", "outputs", "code", "meta", "git", "tier", "metrics",
-            "telemetry", "tags", "note"}
+            "telemetry", "tags", "note", "origin"}
 
 
 @pytest.fixture
