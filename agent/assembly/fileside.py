@@ -132,7 +132,7 @@ class FileSide:
         self._record(run, path, write=write, step=step, seen=ev.t,
                      closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis)
         if run is not None and path != ev.path:  # a bytecode read: the source was imported
-            run.use(path).imported = True
+            run.use(path).imported = run.bytecode_seen = True
 
     def _event_path(self, ev: FileEvent) -> str | None:
         """The path an event is about: a bytecode read stands for its source; a bytecode
@@ -195,7 +195,7 @@ class FileSide:
             self._record(r, path, write=False, step=_step_at(r.steps, ev.t), closed=True,
                          seen=ev.t, basis="argv")
             if path != ev.path:
-                r.use(path).imported = True
+                r.use(path).imported = r.bytecode_seen = True
         return True
 
     def _on_moved_to(self, ev: FileEvent, path: str, run: Run | None, step: Step | None,
@@ -239,14 +239,14 @@ class FileSide:
         for run in runs:
             use = run.files.get(src)
             if use is not None:
-                use.imported = True
+                use.imported = run.bytecode_seen = True
 
     def _ran(self, run: Run, path: str, use: Use) -> bool:
         """Whether a code file the run read was executed by it, not read as text (a
         library hashing or copying the project's scripts). Only Python sources can be
         told apart: by their bytecode, read or written by the run."""
         return (not path.endswith(".py") or use.imported or run.imports_unseen
-                or path in run.scripts)
+                or not run.bytecode_seen or path in run.scripts)
 
     def _settle_code(self, run: Run) -> None:
         """At the run's end, when every event before it is in: a Python source the run

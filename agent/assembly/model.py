@@ -90,6 +90,9 @@ class Run:
     # Its imports may not show as bytecode read or written (a Python step caches none in
     # the project, or the run began before the agent watched): a source read is code.
     imports_unseen: bool = False
+    # Some bytecode of the project was read or written by it: its imports do show (a
+    # run with none at all may run from a folder it cannot cache bytecode in).
+    bytecode_seen: bool = False
     closed: bool = False
 
     def use(self, path: str) -> Use:

@@ -508,19 +508,38 @@ def test_a_step_script_is_code_without_bytecode(project):
     assert set(cat.io(1, "code")) == {"src/prep.py"}
 
 
-def test_a_source_hashed_after_the_run_closed_is_settled_then(project):
+def _reads_without_bytecode(project, *, imports_util: bool):
     asm, cat, hasher = make(project, pids_known=True)
     p = str(project)
-    (project / "src" / "other.py").write_text("X = 1\n")
+    for name in ("util", "other"):
+        (project / "src" / f"{name}.py").write_text("X = 1\n")
+    (project / "src" / "__pycache__").mkdir(exist_ok=True)
+    pyc = project / "src" / "__pycache__" / "util.cpython-311.pyc"
+    pyc.write_bytes(b"\x00")
     exec_(asm, 10, ["python", "src/train.py"], project, T0)
     asm.handle(FileEvent(T0 + 0.01, CLOSE_NOWRITE, f"{p}/src/train.py", pid=10))
+    if imports_util:  # util imported from its cached bytecode
+        asm.handle(FileEvent(T0 + 0.015, CLOSE_NOWRITE, str(pyc), pid=10))
     asm.handle(FileEvent(T0 + 0.02, CLOSE_NOWRITE, f"{p}/src/other.py", pid=10))
     asm.handle(ProcExit(T0 + 0.1, 10, exit_code=0))
     asm.tick(T0 + 1)
     assert cat.runs[1]["status"] == "completed"
     finish_hashes(asm, hasher, T0 + 1.1)  # the hasher was behind: results after the end
-    assert set(cat.io(1, "code")) == {"src/train.py"}
+    return cat
+
+
+def test_a_source_hashed_after_the_run_closed_is_settled_then(project):
+    cat = _reads_without_bytecode(project, imports_util=True)
+    assert set(cat.io(1, "code")) == {"src/train.py", "src/util.py"}
     assert set(cat.io(1, "meta")) == {"src/other.py"}
+
+
+def test_a_run_that_left_no_bytecode_at_all_keeps_its_sources_as_code(project):
+    """A project folder the run cannot cache bytecode in (a read-only mount): its
+    imports look like reads, so none is taken for a text read."""
+    cat = _reads_without_bytecode(project, imports_util=False)
+    assert set(cat.io(1, "code")) == {"src/train.py", "src/other.py"}
+    assert set(cat.io(1, "meta")) == set()
 
 
 def test_config_read_becomes_params(project):
