@@ -237,16 +237,18 @@ class FileSide:
         else:
             runs = self._pidless_candidates(ev.t, ev.since)
         for run in runs:
+            run.compiled.add(src)
+            run.bytecode_seen = True
             use = run.files.get(src)
             if use is not None:
-                use.imported = run.bytecode_seen = True
+                use.imported = True
 
     def _ran(self, run: Run, path: str, use: Use) -> bool:
         """Whether a code file the run read was executed by it, not read as text (a
         library hashing or copying the project's scripts). Only Python sources can be
         told apart: by their bytecode, read or written by the run."""
-        return (not path.endswith(".py") or use.imported or run.imports_unseen
-                or not run.bytecode_seen or path in run.scripts)
+        return (not path.endswith(".py") or use.imported or path in run.compiled
+                or run.imports_unseen or not run.bytecode_seen or path in run.scripts)
 
     def _settle_code(self, run: Run) -> None:
         """At the run's end, when every event before it is in: a Python source the run

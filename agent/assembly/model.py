@@ -93,6 +93,9 @@ class Run:
     # Some bytecode of the project was read or written by it: its imports do show (a
     # run with none at all may run from a folder it cannot cache bytecode in).
     bytecode_seen: bool = False
+    # sources whose bytecode it wrote: seen before the source's own read when a cache
+    # folder made during the run is listed as its watch is placed
+    compiled: set[str] = field(default_factory=set)
     closed: bool = False
 
     def use(self, path: str) -> Use:

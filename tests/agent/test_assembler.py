@@ -481,6 +481,27 @@ def test_a_source_read_as_text_is_meta_and_an_imported_one_code(project, pids_kn
     assert cat.versions[key[1]]["path"] == "src/other.py"  # versioned all the same
 
 
+def test_bytecode_listed_before_its_sources_read_is_still_evidence(project):
+    """A cache folder made during the run is listed when its watch is placed, which can
+    report a module's new .pyc before the read of its source comes in the stream."""
+    asm, cat, hasher = make(project)
+    p = str(project)
+    for name in ("conf", "other"):
+        (project / "src" / f"{name}.py").write_text("X = 1\n")
+    (project / "src" / "__pycache__").mkdir()
+    exec_(asm, 10, ["python", "src/train.py"], project, T0)
+    asm.handle(FileEvent(T0 + 0.01, CLOSE_NOWRITE, f"{p}/src/train.py"))
+    asm.handle(FileEvent(T0 + 0.02, CREATE, f"{p}/src/__pycache__/conf.cpython-311.pyc"))
+    asm.handle(FileEvent(T0 + 0.03, CLOSE_NOWRITE, f"{p}/src/conf.py"))
+    asm.handle(FileEvent(T0 + 0.04, CLOSE_NOWRITE, f"{p}/src/other.py"))
+    asm.tick(T0 + 1)
+    finish_hashes(asm, hasher, T0 + 1)
+    asm.handle(ProcExit(T0 + 1.1, 10, exit_code=0))
+    asm.tick(T0 + 2)
+    assert set(cat.io(1, "code")) == {"src/train.py", "src/conf.py"}
+    assert set(cat.io(1, "meta")) == {"src/other.py"}
+
+
 @pytest.mark.parametrize("how", ["env", "flag", "prefix"])
 def test_without_bytecode_to_see_every_source_read_is_code(project, how):
     env = {"env": (("PYTHONDONTWRITEBYTECODE", "1"),),
