@@ -672,8 +672,11 @@ JOB_TRAIN = '''
 import argparse
 import json
 import pickle
+import time
 
 import yaml
+
+time.sleep(0.15)  # the poll tier is promised to see processes of 100 ms and more
 
 from fit import fit, load
 
