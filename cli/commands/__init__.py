@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from onlooker.agent.config import STORE_DIR
-from onlooker.cli.output import CliError
+from onlooker.cli.output import EXIT_USAGE, CliError
 
 
 @dataclass
@@ -41,6 +41,29 @@ class AppState:
         from onlooker.store.catalog import Catalog
 
         return Catalog.find(self.project())
+
+    def writable_catalog(self) -> Any:
+        """The project's Catalog opened for writing: the CLI writes beside the running
+        agent (WAL, with a busy timeout), and an old schema is migrated on the way."""
+        from onlooker.store.catalog import Catalog
+
+        return Catalog.find(self.project(), readonly=False)
+
+
+def _run_shaped(ref: str) -> bool:
+    """An id, `last` or -N: a reference of a run's form (a tag is any other word)."""
+    return ref.isdigit() or ref == "last" or (ref.startswith("-") and ref[1:].isdigit())
+
+
+def run_ref_id(catalog: Any, ref: str) -> int:
+    """RUN as a person typed it -> its id (`Catalog.resolve_run`). One that has a run's
+    form but names none is exit 1; any other word that is no tag either, a usage error."""
+    from onlooker.store.errors import StoreError
+
+    try:
+        return int(catalog.resolve_run(ref))
+    except StoreError as err:
+        raise CliError(str(err), exit_code=1 if _run_shaped(ref) else EXIT_USAGE) from err
 
 
 pass_state = click.make_pass_decorator(AppState, ensure=True)

@@ -8,11 +8,10 @@ from typing import Any
 
 import click
 
-from onlooker.cli.commands import AppState, pass_state
+from onlooker.cli.commands import AppState, pass_state, run_ref_id
 from onlooker.cli.commands.runs import command_text
 from onlooker.cli.metrics_view import number_text
 from onlooker.cli.output import (
-    CliError,
     emit,
     emit_json,
     human_duration,
@@ -22,7 +21,6 @@ from onlooker.cli.output import (
     short_hash,
     terminal_width,
 )
-from onlooker.store.errors import StoreError
 
 TITLES = {"command": "command", "params": "params", "metrics": "metrics", "code": "code",
           "environment": "environment", "inputs": "inputs", "outputs": "outputs",
@@ -178,14 +176,6 @@ def render_diff(result: dict[str, Any], *, show_all: bool = False,
     return "\n\n".join(parts)
 
 
-def _run_id(catalog: Any, ref: str) -> int:
-    try:
-        return int(catalog.resolve_run(ref))
-    except StoreError as err:
-        typed_a_run = ref.isdigit() or ref == "last" or (ref.startswith("-") and ref[1:].isdigit())
-        raise CliError(str(err), exit_code=1 if typed_a_run else 2) from err
-
-
 @click.command(context_settings={"ignore_unknown_options": True})
 @json_option
 @click.option("--all", "show_all", is_flag=True,
@@ -201,7 +191,7 @@ def diff(state: AppState, as_json: bool, show_all: bool, a_ref: str, b_ref: str)
     lineage to the runs that made it, most upstream first.
     """
     with state.catalog() as catalog:
-        a, b = _run_id(catalog, a_ref), _run_id(catalog, b_ref)
+        a, b = run_ref_id(catalog, a_ref), run_ref_id(catalog, b_ref)
         result = catalog.diff(a, b, all=show_all)
     if as_json:
         emit_json(result)

@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from onlooker.cli.commands import AppState, pass_state
-from onlooker.cli.commands.tag import _resolve, _writable
+from onlooker.cli.commands import AppState, pass_state, run_ref_id
 from onlooker.cli.output import (
     EXIT_USAGE,
     CliError,
@@ -54,8 +53,8 @@ def rm(state: AppState, as_json: bool, yes: bool, run_refs: tuple[str, ...]) -> 
     RUN is an id, 'last' / -N, or a tag. Asks first on a terminal; --yes skips the
     question (needed without a terminal). A run still running cannot be removed.
     """
-    with _writable(state) as catalog:
-        ids = sorted({_resolve(catalog, ref) for ref in run_refs})
+    with state.writable_catalog() as catalog:
+        ids = sorted({run_ref_id(catalog, ref) for ref in run_refs})
         if not yes:
             if not _interactive():
                 raise CliError(f"refusing to remove {_runs_text(ids)} without confirmation:"
@@ -109,7 +108,7 @@ def gc(state: AppState, as_json: bool, dry_run: bool, older_than: float | None,
     """
     if keep_tagged and older_than is None:
         raise click.UsageError("--keep-tagged only means something with --older-than")
-    with _writable(state) as catalog:
+    with state.writable_catalog() as catalog:
         report = catalog.gc(dry_run=dry_run, keep_tagged=keep_tagged, older_than=older_than,
                             grace=grace)
     if as_json:
@@ -130,7 +129,7 @@ def du(state: AppState, as_json: bool, run_refs: tuple[str, ...]) -> None:
     limit). Without RUN, every run.
     """
     with AppState.catalog(state) as catalog:
-        ids = [_resolve(catalog, ref) for ref in run_refs] if run_refs else None
+        ids = [run_ref_id(catalog, ref) for ref in run_refs] if run_refs else None
         result = catalog.du(ids)
     if as_json:
         emit_json(result)

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from onlooker.cli.commands import AppState, pass_state
-from onlooker.cli.commands.tag import _resolve, _writable
+from onlooker.cli.commands import AppState, pass_state, run_ref_id
 from onlooker.cli.output import (
     EXIT_USAGE,
     CliError,
@@ -25,7 +24,7 @@ from onlooker.store import query
 def _selected(catalog: Any, refs: tuple[str, ...], where: tuple[str, ...], since: str | None,
               every: bool) -> list[int]:
     if refs:
-        return sorted({_resolve(catalog, ref) for ref in refs})
+        return sorted({run_ref_id(catalog, ref) for ref in refs})
     try:
         found = catalog.query(list(where), since=since) if (where or since) else (
             catalog.runs() if every else [])
@@ -92,7 +91,7 @@ def import_command(state: AppState, as_json: bool, archive: Path) -> None:
     here (imported before) are left as they are; a run whose id is taken here gets a
     new one, and the mapping is printed.
     """
-    with _writable(state) as catalog:
+    with state.writable_catalog() as catalog:
         got = catalog.import_archive(archive)
     if as_json:
         emit_json(got)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from onlooker.cli.commands import AppState, pass_state
+from onlooker.cli.commands import AppState, pass_state, run_ref_id
 from onlooker.cli.commands.runs import command_text, fold, status_text
 from onlooker.cli.commands.tag import tag_rows
 from onlooker.cli.metrics_view import metrics_sections
@@ -30,12 +30,7 @@ from onlooker.store.errors import StoreError
 
 def resolve(catalog: Any, ref: str) -> dict[str, Any]:
     """RUN as an id, or `last` / `-1` for the newest, `-2` for the one before, ..."""
-    try:
-        return catalog.run(catalog.resolve_run(ref))
-    except StoreError as err:
-        usage = not ref.isdigit() and ref != "last" and not ref.startswith("-")
-        bad_dash = ref.startswith("-") and not ref[1:].isdigit()
-        raise CliError(str(err), exit_code=2 if usage or bad_dash else 1) from err
+    return catalog.run(run_ref_id(catalog, ref))
 
 
 def _files(entries: Any) -> str:

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from onlooker.cli.commands import AppState, pass_state
+from onlooker.cli.commands import AppState, pass_state, run_ref_id
 from onlooker.cli.output import EXIT_USAGE, CliError, emit, emit_json, json_option, note
-from onlooker.store.errors import NoSuchRun, StoreError
+from onlooker.store.errors import StoreError
 
 TAGS_HEADER = "TAGS"
 
@@ -41,23 +41,6 @@ def tag_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # -- commands --------------------------------------------------------------------------------
-
-
-def _writable(state: AppState) -> Any:
-    """The project's catalog opened for writing: the CLI writes beside the running agent
-    (WAL, with a busy timeout), and an old schema is migrated on the way."""
-    from onlooker.store.catalog import Catalog
-
-    return Catalog.find(state.project(), readonly=False)
-
-
-def _resolve(catalog: Any, ref: str) -> int:
-    try:
-        return int(catalog.resolve_run(ref))
-    except NoSuchRun as err:
-        # a reference that is no id, `last` or -N at all is a usage error
-        usage = not ref.isdigit() and ref != "last" and not ref[1:].isdigit()
-        raise CliError(str(err), exit_code=EXIT_USAGE if usage else 1) from err
 
 
 def _store_call(func: Any, *args: Any) -> Any:
@@ -93,9 +76,9 @@ def tag(state: AppState, as_json: bool, remove: bool, run_ref: str,
         bad = next(n for n in names if n.startswith("-"))
         raise CliError(f"tag name {bad!r} starts with '-', which reads as -N or an option",
                        exit_code=EXIT_USAGE)
-    opener = _writable if names else AppState.catalog
+    opener = AppState.writable_catalog if names else AppState.catalog
     with opener(state) as catalog:
-        run_id = _resolve(catalog, run_ref)
+        run_id = run_ref_id(catalog, run_ref)
         if not names:
             tags = catalog.tags_of(run_id)
         elif remove:
@@ -130,9 +113,9 @@ def note_command(state: AppState, as_json: bool, run_ref: str, words: tuple[str,
     """
     if words == ("-",):
         words = (sys.stdin.read(),)
-    opener = _writable if words else AppState.catalog
+    opener = AppState.writable_catalog if words else AppState.catalog
     with opener(state) as catalog:
-        run_id = _resolve(catalog, run_ref)
+        run_id = run_ref_id(catalog, run_ref)
         if words:
             try:
                 text = catalog.set_note(run_id, " ".join(words))
