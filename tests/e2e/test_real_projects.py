@@ -231,8 +231,11 @@ import json
 import os
 import pickle
 import sys
+import time
 
 from .conf import compose
+
+time.sleep(0.15)  # the poll tier is promised to see processes of 100 ms and more
 
 cfg = compose(sys.argv[1:])
 with open(cfg["data"], newline="") as f:
