@@ -213,3 +213,22 @@ TEMPLATE = """\
 # meta = ["scratch/**"]            # also the tools' business
 # asset = ["dvclive/report.html"]  # the experiment's, whatever the built-in rules say
 """
+
+
+GITIGNORE = "# onlooker's store is local to this machine: never commit it.\n*\n"
+
+
+def instrument(project: Path) -> bool:
+    """Create `.onlooker/` with catalog, config template and .gitignore; False if it existed."""
+    from onlooker.store.catalog import Catalog
+
+    store_dir = project / STORE_DIR
+    existed = store_dir.is_dir()
+    Catalog.init(project).close()
+    config_path = store_dir / CONFIG_NAME
+    if not config_path.exists():
+        config_path.write_text(TEMPLATE, encoding="utf-8")
+    gitignore = store_dir / ".gitignore"
+    if not gitignore.exists():
+        gitignore.write_text(GITIGNORE, encoding="utf-8")
+    return not existed

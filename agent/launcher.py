@@ -108,9 +108,10 @@ def _terminal_has_us(fd: int) -> bool:
 class _Session:
     """One run of CMD: the fds, the tee and the signal plumbing."""
 
-    def __init__(self, argv: list[str], cwd: Path, log_fd: int) -> None:
-        self.argv, self.cwd, self.log_fd = argv, cwd, log_fd
-        self.use_pty = os.isatty(1)
+    def __init__(self, argv: list[str], cwd: Path, log_fd: int,
+                 env: dict[str, str] | None = None, quiet: bool = False) -> None:
+        self.argv, self.cwd, self.log_fd, self.env, self.quiet = argv, cwd, log_fd, env, quiet
+        self.use_pty = os.isatty(1) and not quiet
         self.master: int | None = None
         self.readers: dict[int, int] = {}  # our read end -> where to copy it (1 or 2)
         self.signals: list[int] = []
@@ -120,7 +121,7 @@ class _Session:
             os.set_inheritable(fd, False)
 
     def start(self) -> subprocess.Popen:
-        kwargs: dict[str, Any] = {"cwd": self.cwd, "close_fds": True}
+        kwargs: dict[str, Any] = {"cwd": self.cwd, "close_fds": True, "env": self.env}
         close_after: list[int] = []
         if self.use_pty:
             master, slave = os.openpty()
@@ -251,6 +252,8 @@ class _Session:
         target = self.readers[fd]
         if self.log_fd >= 0:
             _write_all(self.log_fd, data)
+        if self.quiet:
+            return
         if not _write_all(target, data):
             # Our reader left (`| head`): let CMD meet the closed pipe as it would bare.
             self._close_reader(fd)
@@ -288,8 +291,11 @@ class _Session:
         self.readers.clear()
 
 
-def run(argv: list[str], *, project: Path, store_dir: Path, cwd: Path | None = None) -> Outcome:
-    """Run `argv` in the foreground as described in the module docstring; how it ended."""
+def run(argv: list[str], *, project: Path, store_dir: Path, cwd: Path | None = None,
+        env: dict[str, str] | None = None, quiet: bool = False) -> Outcome:
+    """Run `argv` in the foreground as described in the module docstring; how it ended.
+    `env`: the command's whole environment (default: ours); `quiet`: its output goes to
+    the log only, not to our stdout and stderr."""
     if not argv:
         raise LaunchError("no command given: write it after '--', e.g. onlooker run -- python"
                           " train.py")
@@ -309,7 +315,7 @@ def run(argv: list[str], *, project: Path, store_dir: Path, cwd: Path | None = N
     except OSError as err:
         log.warning("cannot keep the output in %s: %s", log_path, err.strerror)
         log_fd = -1
-    session = _Session(list(argv), cwd, log_fd)
+    session = _Session(list(argv), cwd, log_fd, env, quiet)
     try:
         proc = session.start()
         brief = procfs.stat_brief(proc.pid)

@@ -18,6 +18,7 @@ from onlooker.cli.commands.lineage import lineage
 from onlooker.cli.commands.manage import du, gc, rm
 from onlooker.cli.commands.metrics import metrics
 from onlooker.cli.commands.pipeline import outdated, pipeline
+from onlooker.cli.commands.reproduce import reproduce
 from onlooker.cli.commands.restore import restore
 from onlooker.cli.commands.run import run
 from onlooker.cli.commands.runs import runs
@@ -96,7 +97,7 @@ def cli(ctx: click.Context, project: Path | None, verbose: int) -> None:
 for _command in (init, start, stop, status, watch, run,  # capture
                  runs, show, metrics, telemetry, diff, lineage, pipeline, outdated, sql,  # explore
                  tag, note_command, rm, gc, du,  # manage
-                 restore,  # version
+                 restore, reproduce,  # version, execute
                  export_command, import_command,  # share
                  demo):
     cli.add_command(_command)

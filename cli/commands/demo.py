@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from onlooker.agent import lifecycle
+from onlooker.agent.config import instrument
 from onlooker.cli import demo_project
 from onlooker.cli.commands import AppState, pass_state
-from onlooker.cli.commands.init import instrument
 from onlooker.cli.commands.runs import render_runs
 from onlooker.cli.commands.show import render_run
 from onlooker.cli.commands.start import tier_name

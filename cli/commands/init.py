@@ -7,26 +7,9 @@ from pathlib import Path
 import click
 
 from onlooker.agent import config
+from onlooker.agent.config import instrument
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.output import CliError, emit, note
-
-GITIGNORE = "# onlooker's store is local to this machine: never commit it.\n*\n"
-
-
-def instrument(project: Path) -> bool:
-    """Create `.onlooker/` with catalog, config template and .gitignore; False if it existed."""
-    from onlooker.store.catalog import Catalog
-
-    store_dir = project / config.STORE_DIR
-    existed = store_dir.is_dir()
-    Catalog.init(project).close()
-    config_path = store_dir / config.CONFIG_NAME
-    if not config_path.exists():
-        config_path.write_text(config.TEMPLATE, encoding="utf-8")
-    gitignore = store_dir / ".gitignore"
-    if not gitignore.exists():
-        gitignore.write_text(GITIGNORE, encoding="utf-8")
-    return not existed
 
 
 @click.command()
