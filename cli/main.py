@@ -13,6 +13,7 @@ import click
 from onlooker.cli.commands import AppState, setup_logging
 from onlooker.cli.commands.demo import demo
 from onlooker.cli.commands.diff import diff
+from onlooker.cli.commands.doctor import doctor
 from onlooker.cli.commands.init import init
 from onlooker.cli.commands.lineage import lineage
 from onlooker.cli.commands.manage import du, gc, rm
@@ -99,7 +100,7 @@ for _command in (init, start, stop, status, watch, run,  # capture
                  tag, note_command, rm, gc, du,  # manage
                  restore, reproduce,  # version, execute
                  export_command, import_command,  # share
-                 demo):
+                 doctor, demo):
     cli.add_command(_command)
 
 
