@@ -455,14 +455,15 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
 
     def query(self, where: str | Iterable[str] | None = None, *, since: Any = None,
               until: Any = None, status: str | None = None, sort: str | None = None,
-              limit: int | None = None) -> list[dict]:
+              limit: int | None = None, offset: int = 0) -> list[dict]:
         """Runs passing every filter in `where` (the `--where` language, AND-ed), started
         in [since, until] (`2d`, an ISO date, Unix seconds), newest first or by `sort`
-        (`-metrics.test.f1`); dicts as runs() gives them. See store/query/."""
+        (`-metrics.test.f1`), at most `limit` after the first `offset`; dicts as runs()
+        gives them. See store/query/."""
         from .query import query
 
         found = query(self, where, since=since, until=until, status=status, sort=sort,
-                      limit=limit)
+                      limit=limit, offset=offset)
         origins = self.origins_for([r["id"] for r in found])
         for r in found:
             r["origin"] = origins.get(r["id"])

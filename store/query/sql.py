@@ -395,11 +395,15 @@ _SORT_FIELDS: dict[str, Field] = {
 
 def query(catalog: Any, where: str | Iterable[str] | None = None, *, since: Any = None,
           until: Any = None, status: str | None = None, sort: str | None = None,
-          limit: int | None = None, now: float | None = None) -> list[dict[str, Any]]:
+          limit: int | None = None, offset: int = 0, now: float | None = None
+          ) -> list[dict[str, Any]]:
     """The catalog's runs that pass every filter in `where` (AND), started in
     [since, until], with `status`; newest first, or in `sort` order (a column spec,
-    `-spec` descending, runs without a value last); at most `limit`. Full run dicts (as
-    Catalog.runs gives them) for the runs returned only."""
+    `-spec` descending, runs without a value last); at most `limit`, after skipping the
+    first `offset` (a page). Full run dicts (as Catalog.runs gives them) for the runs
+    returned only."""
+    if offset < 0 or (limit is not None and limit < 0):
+        raise ValueError("limit and offset are counts: 0 or more")
     now = time.time() if now is None else now
     flt = Filter.parse(where, now)
     lo, hi = _time_bounds(since, until, now)
@@ -427,7 +431,10 @@ def query(catalog: Any, where: str | Iterable[str] | None = None, *, since: Any 
         comp.telemetry.update(catalog.telemetry_summaries(ids))
         if tele:
             where_sql += " AND " + " AND ".join(comp.condition(p) for p in tele)
-    tail = " LIMIT ?" if limit is not None else ""
+    # a page is cut in SQL: the runs before it are never loaded
+    tail = " LIMIT ? OFFSET ?" if limit is not None else (" LIMIT -1 OFFSET ?" if offset
+                                                         else "")
+    page = [limit, offset] if limit is not None else ([offset] if offset else [])
     if sort_ref is None:
         sql = f"SELECT r.id FROM runs r WHERE {where_sql} ORDER BY {order}{tail}"
     else:
@@ -439,7 +446,7 @@ def query(catalog: Any, where: str | Iterable[str] | None = None, *, since: Any 
                " SELECT id FROM m ORDER BY CASE WHEN v IS NULL THEN 2 WHEN typeof(v) IN"
                f" ('integer', 'real') THEN 0 ELSE 1 END, v {way}, started_at DESC, id DESC"
                f"{tail}")
-    ids = comp.run(sql, [*args, *([limit] if limit is not None else [])])
+    ids = comp.run(sql, [*args, *page])
     return load_runs(catalog, ids)
 
 

@@ -300,6 +300,8 @@ def test_sort_and_limit_match_sort_runs(world) -> None:
         want = ids_of(sort_runs(list(runs), spec))
         assert ids_of(cat.query(sort=spec)) == want, spec
         assert ids_of(cat.query(sort=spec, limit=4)) == want[:4], spec
+        assert ids_of(cat.query(sort=spec, limit=4, offset=3)) == want[3:7], spec
+        assert ids_of(cat.query(sort=spec, offset=5)) == want[5:], spec
         assert ids_of(filter_runs(runs, sort=spec)) == want, spec
     with pytest.raises(QueryError, match="unknown column 'bogus'"):
         cat.query(sort="bogus")
@@ -313,6 +315,9 @@ def test_results_are_full_run_dicts(world) -> None:
     for run in got:
         assert run == by_id[run["id"]]  # the same dicts Catalog.runs gives
     assert cat.query(limit=2) == runs[:2]
+    assert cat.query(limit=2, offset=2) == runs[2:4]
+    filtered = ids_of(cat.query("params.lr > 0"))
+    assert ids_of(cat.query("params.lr > 0", limit=2, offset=1)) == filtered[1:3]
 
 
 def test_an_ambiguous_suffix_names_the_candidates(tmp_path: Path) -> None:
