@@ -31,6 +31,7 @@ from onlooker.cli.commands.status import status
 from onlooker.cli.commands.stop import stop
 from onlooker.cli.commands.tag import note_command, tag
 from onlooker.cli.commands.telemetry import telemetry
+from onlooker.cli.commands.ui import ui
 from onlooker.cli.commands.watch import watch
 from onlooker.cli.output import EXIT_ERROR, to_cli_error
 
@@ -100,7 +101,7 @@ for _command in (init, start, stop, status, watch, run,  # capture
                  tag, note_command, rm, gc, du,  # manage
                  restore, reproduce,  # version, execute
                  export_command, import_command,  # share
-                 doctor, demo):
+                 doctor, demo, ui):
     cli.add_command(_command)
 
 
