@@ -1,33 +1,60 @@
-"""Benchmark: `onlooker export` and `onlooker import` (the real CLI, in a subprocess)
-against a bare copy of the same bytes, on one large model and on many small files.
+"""Benchmark: `onlooker export` and `onlooker import` against a bare copy of the same
+bytes, on one large model and on many small files.
 
-Baselines, measured in the same run, interleaved, best of --repeat:
-- export: `tar cf` of the project's original files (the same bytes the store holds
-  for them) into one archive;
-- import: `tar xf` of that archive into a fresh folder.
-tar is what a user would otherwise use to move these bytes, and it does no hashing,
-no verifying and no catalog work, so it is the floor. onlooker syncs what it writes
-(export fsyncs the archive, import syncs the store once), so each baseline is timed
-with an os.sync() after it; the fraction against tar without the sync is printed
-too. Fractions are baseline time / onlooker time: 1.0 = as fast as the bare copy.
-The target is at least 0.7.
+What is timed, in each repetition, in an order that rotates from one repetition to the
+next (so neither side always runs first, on a cache or a disk the other just warmed):
+
+- export: `onlooker export RUN -o FILE` (the real CLI, in a subprocess, so Python's
+  start-up and imports count), the store function `export_runs` alone (timed inside a
+  child process around the call: what a Python caller pays), and the bare copy: `tar cf`
+  of the project's original files (the same bytes the store holds) into one archive;
+- import: `onlooker import FILE`, `import_archive` alone, and the bare copy: `tar xf` of
+  that tar into a fresh folder.
+
+onlooker makes what it writes durable before it answers (export fsyncs its archive,
+import fsyncs its pack and its large objects), so the bare copy is timed making its
+output durable the same way: `tar cf` then an fsync of the archive; `tar xf` then an
+fsync of each file it wrote (a syncfs of the filesystem where it wrote more than 64).
+The bare copy with no sync at all (tar leaving its bytes in the page cache) is timed
+too, and its fraction printed beside. Every timing starts with nothing dirty
+(os.sync() first), and the archives both sides read were just written (warm cache).
+
+A fraction is bare time / onlooker time of one repetition (1.0 = as fast as the bare
+copy); printed: the median over the repetitions, and the lowest and highest. The
+target is at least 0.7. On a shared machine the disk's speed swings (writing 1 GiB
+took 0.6-3 s here): look at the medians, and run it more than once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from onlooker.store.catalog import Catalog
 from onlooker.store.hashing import hash_file
 
 ONLOOKER = [sys.executable, "-m", "onlooker.cli.main"]
+# the store function alone, timed around the call inside a child process
+FUNCTION = """
+import json, sys, time
+from onlooker.store.catalog import Catalog
+cat = Catalog.find(sys.argv[2], readonly=sys.argv[1] == "export")
+t = time.perf_counter()
+if sys.argv[1] == "export":
+    cat.export([int(sys.argv[4])], sys.argv[3])
+else:
+    cat.import_archive(sys.argv[3])
+print(json.dumps(time.perf_counter() - t))
+"""
 
 
 def record(project: Path, files: list[Path]) -> int:
@@ -52,73 +79,154 @@ def record(project: Path, files: list[Path]) -> int:
     return run
 
 
-def timed(cmd: list[str], cwd: Path | None = None, sync: bool = False) -> float:
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable(out: Path, names: list[str]) -> None:
+    """Make what tar extracted under `out` durable, as onlooker makes its own files."""
+    if len(names) > 64:
+        os.sync()  # what one would do for 20,000 files: one sync, not 20,000 fsyncs
+        return
+    folders = set()
+    for name in names:
+        fsync_path(out / name)
+        folders.add((out / name).parent)
+    for folder in sorted(folders):
+        fsync_path(folder)
+
+
+def timed(step: Callable[[], float | None]) -> float:
+    """Seconds `step` took; a step that returns a number times itself (the function
+    figures: the call alone, without the child's start-up)."""
     os.sync()  # start each from the same state: nothing dirty from the one before
     t = time.perf_counter()
+    got = step()
+    return got if got is not None else time.perf_counter() - t
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> None:
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    if sync:
-        os.sync()
-    return time.perf_counter() - t
 
 
-def case(name: str, root: Path, make, repeat: int) -> None:
+def function(*args: str) -> float:
+    out = subprocess.run([sys.executable, "-c", FUNCTION, *args], check=True,
+                         capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1]))
+
+
+def fresh_project(path: Path) -> Path:
+    path.mkdir()
+    Catalog.init(path).close()
+    return path
+
+
+def check_imported(target: Path, n: int) -> None:
+    dst = Catalog.find(target)
+    try:
+        assert dst._execute("SELECT count(*) FROM io").fetchone()[0] == n
+    finally:
+        dst.close()
+
+
+def case(name: str, root: Path, make: Callable[[Path], list[Path]], repeat: int) -> dict:
     base = root / "case"
     project = base / "proj"
     project.mkdir(parents=True)
     files = make(project)
     total = sum(p.stat().st_size for p in files)
-    run = record(project, files)
+    run_id = record(project, files)
     rel = [str(p.relative_to(project)) for p in files]
     listing = base / "files.txt"
     listing.write_text("\n".join(rel) + "\n")
-    best = {k: float("inf") for k in ("tar_c", "tar_c_nosync", "export", "tar_x",
-                                      "tar_x_nosync", "import")}
-    for i in range(repeat):  # interleaved, best of each: a shared machine is noisy
-        bare = base / f"bare{i}.tar"
-        best["tar_c"] = min(best["tar_c"], timed(
-            ["tar", "cf", str(bare), "-C", str(project), "-T", str(listing)], sync=True))
-        bare.unlink()
-        best["tar_c_nosync"] = min(best["tar_c_nosync"], timed(
-            ["tar", "cf", str(bare), "-C", str(project), "-T", str(listing)]))
-        archive = base / f"runs{i}.tar"
-        best["export"] = min(best["export"], timed(
-            [*ONLOOKER, "-C", str(project), "export", str(run), "-o", str(archive)]))
-        for key, sync in (("tar_x", True), ("tar_x_nosync", False)):
-            out = base / f"{key}{i}"
+    bare, archive = base / "bare.tar", base / "runs.tar"
+    times: dict[str, list[float]] = {k: [] for k in (
+        "tar_c", "tar_c_nosync", "export", "export_fn",
+        "tar_x", "tar_x_nosync", "import", "import_fn")}
+    tar_c = ["tar", "cf", str(bare), "-C", str(project), "-T", str(listing)]
+
+    def export_steps() -> dict[str, Callable[[], float | None]]:
+        def tar_c_durable() -> None:
+            run(tar_c)
+            fsync_path(bare)
+
+        return {
+            "tar_c": tar_c_durable,
+            "tar_c_nosync": lambda: run(tar_c),
+            "export": lambda: run([*ONLOOKER, "-C", str(project), "export", str(run_id),
+                                   "-o", str(archive)]),
+            "export_fn": lambda: function("export", str(project), str(archive), str(run_id)),
+        }
+
+    def import_step(key: str, out: Path) -> Callable[[], float | None]:
+        """The step `key`, writing into the folder `out` (made here, not timed)."""
+        if key.startswith("import"):
+            target = fresh_project(out)
+            if key == "import_fn":
+                return lambda: function("import", str(target), str(archive))
+            return lambda: run([*ONLOOKER, "-C", str(target), "import", str(archive)])
+
+        def step() -> None:
             out.mkdir()
-            best[key] = min(best[key], timed(["tar", "xf", str(bare), "-C", str(out)],
-                                             sync=sync))
+            run(["tar", "xf", str(bare), "-C", str(out)])
+            if key == "tar_x":
+                durable(out, rel)
+        return step
+
+    for i in range(repeat):
+        # export: each step leaves its archive; keep the ones import reads next
+        steps = export_steps()
+        keys = list(steps)
+        for key in keys[i % len(keys):] + keys[:i % len(keys)]:
+            for leftover in (bare, archive):
+                if key.startswith("tar") == (leftover == bare):
+                    leftover.unlink(missing_ok=True)
+            times[key].append(timed(steps[key]))
+        keys = ["import", "tar_x", "import_fn", "tar_x_nosync"]
+        for key in keys[i % len(keys):] + keys[:i % len(keys)]:
+            out = base / "out"
+            times[key].append(timed(import_step(key, out)))
+            if key.startswith("import"):
+                check_imported(out, len(files))
             shutil.rmtree(out)
-        target = base / f"dst{i}"
-        target.mkdir()
-        Catalog.init(target).close()
-        best["import"] = min(best["import"], timed(
-            [*ONLOOKER, "-C", str(target), "import", str(archive)]))
-        dst = Catalog.find(target)
-        assert dst._execute("SELECT count(*) FROM io").fetchone()[0] == len(files)
-        dst.close()
-        shutil.rmtree(target)
-        bare.unlink()
-        archive.unlink()
     mb = total / 1e6
-    print(f"{name}: {len(files)} files, {mb:.0f} MB")
+    print(f"{name}: {len(files)} files, {mb:.0f} MB, {repeat} repetitions")
+    result = {"case": name, "files": len(files), "mb": mb, "times": times}
     for op, bare_key in (("export", "tar_c"), ("import", "tar_x")):
-        ours, bare, nosync = best[op], best[bare_key], best[bare_key + "_nosync"]
-        print(f"  {op}: onlooker {ours:.2f} s ({mb / ours:.0f} MB/s); tar {bare:.2f} s with"
-              f" sync, {nosync:.2f} s without; fraction {bare / ours:.2f}"
-              f" ({nosync / ours:.2f} against tar without sync)")
+        for ours, label in ((op, "CLI"), (op + "_fn", "function")):
+            fractions = [b / o for b, o in zip(times[bare_key], times[ours], strict=True)]
+            nosync = [b / o for b, o in zip(times[bare_key + "_nosync"], times[ours],
+                                            strict=True)]
+            med = statistics.median(times[ours])
+            print(f"  {op} ({label}): onlooker {med:.2f} s ({mb / med:.0f} MB/s), tar"
+                  f" {statistics.median(times[bare_key]):.2f} s durable,"
+                  f" {statistics.median(times[bare_key + '_nosync']):.2f} s not;"
+                  f" fraction {statistics.median(fractions):.2f}"
+                  f" ({min(fractions):.2f}-{max(fractions):.2f}),"
+                  f" against tar not syncing {statistics.median(nosync):.2f}"
+                  f" ({min(nosync):.2f}-{max(nosync):.2f})")
+            result[f"{ours}_fraction"] = statistics.median(fractions)
     shutil.rmtree(base)
+    return result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-mb", type=int, default=1024)
     ap.add_argument("--small", type=int, default=20_000)
-    ap.add_argument("--repeat", type=int, default=3, help="best of this many (default 3)")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="repetitions, each timing every step once (default 5)")
     ap.add_argument("--dir", default=None, help="where to work (default: a temp folder)")
     ap.add_argument("--only", choices=("model", "small"), default=None)
+    ap.add_argument("--json", default=None, help="also write every timing to this file")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-share-", dir=args.dir))
+    results = []
     try:
         def model(project: Path) -> list[Path]:
             p = project / "models" / "model.bin"
@@ -139,11 +247,13 @@ def main() -> None:
             return out
 
         if args.only in (None, "model"):
-            case(f"model {args.model_mb} MiB", root, model, args.repeat)
+            results.append(case(f"model {args.model_mb} MiB", root, model, args.repeat))
         if args.only in (None, "small"):
-            case(f"{args.small} small files", root, small, args.repeat)
+            results.append(case(f"{args.small} small files", root, small, args.repeat))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ the members are read by name only to match them to the manifest, never extracted
 their name, each sized against the manifest and hashed while its bytes go to the object
 store's tmp folder (small ones into one spool file, large ones each into a temp file,
 copied by the kernel from a plain tar). Only once all are verified do they move into
-place (one syncfs for all), then the rows go in in one catalog transaction; a bad
-archive leaves no temporaries and no rows. A run is recognised as already
-imported by its uid (run_uid: a hash of the host, project, id and start of the run
-where it was first recorded), kept in `run_origin`, so importing twice changes nothing.
+place (the small ones as one pack, each large one fsynced and renamed), then the rows
+go in in one catalog transaction; a bad archive leaves no temporaries and no rows. A
+run is recognised as already imported by its uid (run_uid: a hash of the host, project,
+id and start of the run where it was first recorded), kept in `run_origin`, so
+importing twice changes nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -58,8 +60,13 @@ __all__ = ["ArchiveError", "export_runs", "import_archive", "origins_for", "read
 
 if TYPE_CHECKING:
     from .catalog import Catalog
+    from .objects import ObjectStore
 
 _IDS_CHUNK = 500
+_HASH = re.compile(r"blake3:[0-9a-f]{64}")
+_SMALL_LOOSE = 1 << 20  # a loose object up to this is read whole, not copied by the kernel
+_SPAN = 4 << 20  # export reads a pack in spans of up to this...
+_GAP = 64 << 10  # ...skipping at most this much between two objects it needs
 # Columns the importer sets itself, never copied from the archive.
 _OWN = {"id", "run_id", "env_id", "parent_step_id"}
 
@@ -101,11 +108,20 @@ def origins_for(catalog: Catalog, run_ids: Sequence[int]) -> dict[int, dict[str,
 
 
 def _rows(catalog: Catalog, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in catalog._execute(sql, args)]
+    """Rows as dicts, built from plain tuples (sqlite3.Row and dict(row) cost more than
+    the row's values when there are 20,000 of them)."""
+    cur = catalog._execute(sql, args)
+    names = [d[0] for d in cur.description]
+    cur.row_factory = None  # type: ignore[assignment]  # the rows not fetched yet: tuples
+    return [dict(zip(names, row, strict=False)) for row in cur.fetchall()]
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in _OWN}
+
+
+_VERSION_COLUMNS = ("v.id, a.path, a.kind, v.hash, v.size, v.mtime_ns, v.stored,"
+                    " v.run_id AS producer, v.created_at, v.seen_at")
 
 
 def _collect(catalog: Catalog, run_ids: Sequence[int]) -> dict[str, Any]:
@@ -126,8 +142,6 @@ def _collect(catalog: Catalog, run_ids: Sequence[int]) -> dict[str, Any]:
                 diffs.add(row["git_diff"])
             io_rows = _rows(catalog, "SELECT step_id, version_id, role, access, basis FROM io"
                                      " WHERE run_id = ?", (run_id,))
-            for link in io_rows:
-                versions.setdefault(link["version_id"], {})
             origin = origins.get(run_id)
             uid = (origin["uid"] if origin else
                    run_uid(host, project, run_id, row["started_at"]))
@@ -149,15 +163,15 @@ def _collect(catalog: Catalog, run_ids: Sequence[int]) -> dict[str, Any]:
                     (run_id,))],
                 "tags": tags,
             })
-        ids = list(versions)
-        for start in range(0, len(ids), _IDS_CHUNK):
-            chunk = ids[start:start + _IDS_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for v in catalog._execute(
-                    "SELECT v.id, a.path, a.kind, v.hash, v.size, v.mtime_ns, v.stored,"
-                    " v.run_id AS producer, v.created_at, v.seen_at FROM versions v"
-                    f" JOIN assets a ON a.id = v.asset_id WHERE v.id IN ({marks})", chunk):
-                versions[v["id"]] = dict(v)
+        # every version the runs' io names, in one join per chunk of runs (not one
+        # statement per chunk of 500 version ids)
+        for start in range(0, len(run_ids), _IDS_CHUNK):
+            chunk = list(run_ids[start:start + _IDS_CHUNK])
+            for v in _rows(catalog, f"SELECT {_VERSION_COLUMNS} FROM versions v"
+                                    " JOIN assets a ON a.id = v.asset_id WHERE v.id IN"
+                                    " (SELECT version_id FROM io WHERE run_id IN"
+                                    f" ({','.join('?' * len(chunk))}))", chunk):
+                versions[v["id"]] = v
     return {"runs": runs, "versions": [versions[k] for k in sorted(versions)], "diffs": diffs}
 
 
@@ -178,8 +192,8 @@ def _damaged_object(catalog: Catalog, hash: str) -> StoreError:
 
 def _add_object(catalog: Catalog, tar: TarWriter, hash: str, size: int, now: float) -> None:
     """One object into the archive, hashed first: a damaged store object is caught at
-    export, not passed on. A loose file is hashed in place (mmap, all cores) and copied
-    by the kernel; a packed one is small and comes whole."""
+    export, not passed on. A large loose file is hashed in place (mmap, all cores)
+    while the kernel copies it; a small one, or a packed one, comes whole."""
     name = OBJECT_DIR + hash.partition(":")[2]
     damaged_store = _damaged_object(catalog, hash)
     with catalog.objects.open(hash) as f:
@@ -187,10 +201,16 @@ def _add_object(catalog: Catalog, tar: TarWriter, hash: str, size: int, now: flo
             data = f.getvalue()
             if len(data) != size or hash_bytes(data) != hash:
                 raise damaged_store
-            tar.add_bytes(name, data, now)
+            tar.add_object(name.encode(), data, int(now))
             return
         if os.fstat(f.fileno()).st_size != size:
             raise damaged_store
+        if size <= _SMALL_LOOSE:
+            data = os.pread(f.fileno(), size, 0)
+            if len(data) != size or hash_bytes(data) != hash:
+                raise damaged_store
+            tar.add_object(name.encode(), data, int(now))
+            return
         # The store's loose files are read-only and never rewritten (content-addressed),
         # so the bytes hashed are the bytes copied. Hashing runs beside the kernel's copy
         # (both release the GIL); a mismatch raises before the archive is renamed into
@@ -205,19 +225,56 @@ def _add_object(catalog: Catalog, tar: TarWriter, hash: str, size: int, now: flo
                 failed.append(err)
 
         worker = threading.Thread(target=run, name="onlooker-export-hash", daemon=True)
-        if size:
-            worker.start()
+        worker.start()
         try:
             tar.add_file(name, f.fileno(), size, now)
         finally:
-            if size:
-                worker.join()
+            worker.join()
         if failed:
             err = failed[0]
             raise StoreError(f"cannot read object {hash} in the store at"
                              f" {catalog.objects.root}: {err}") from err
         if "blake3:" + hasher.hexdigest() != hash:
             raise damaged_store
+
+
+def _add_packed(catalog: Catalog, tar: TarWriter, pack: str,
+                items: list[tuple[int, int, str]], objects: dict[str, int], now: float
+                ) -> None:
+    """The objects of one pack (offset, size, hash) into the archive, each hashed: the
+    pack opened once and read in its own order in spans of up to _SPAN bytes (one
+    open or one read per small object would cost more than its bytes)."""
+    try:
+        f = open(catalog.objects.packs.dir / f"{pack}.pack", "rb", buffering=0)
+    except FileNotFoundError:  # repacked since (gc): one by one, through the index
+        for _, _, hash in items:
+            _add_object(catalog, tar, hash, objects[hash], now)
+        return
+    mtime = int(now)
+    items.sort()
+    with f:
+        fd = f.fileno()
+        i = 0
+        while i < len(items):
+            start = items[i][0]
+            stop = start + items[i][1]
+            j = i + 1
+            while (j < len(items) and items[j][0] - stop <= _GAP
+                   and items[j][0] + items[j][1] - start <= _SPAN):
+                stop = max(stop, items[j][0] + items[j][1])
+                j += 1
+            data = os.pread(fd, stop - start, start)
+            if len(data) != stop - start:
+                raise StoreError(f"pack {pack} in the store at {catalog.objects.root} is"
+                                 " shorter than its index says: it is damaged")
+            view = memoryview(data)
+            for offset, size, hash in items[i:j]:
+                body = view[offset - start:offset - start + size]
+                hexdigest = hash[7:]
+                if size != objects[hash] or blake3.blake3(body).hexdigest() != hexdigest:
+                    raise _damaged_object(catalog, hash)
+                tar.add_object(b"objects/" + hexdigest.encode(), body, mtime)
+            i = j
 
 
 def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.PathLike[str]
@@ -238,27 +295,37 @@ def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.Pat
         # of its own runs to re-attach
         raise StoreError(f"run {running[0]} is still running: export it once it has ended")
     got = _collect(catalog, ids)
+    store = catalog.objects
     # objects go in before the rows naming them, so one look at the packs now sees every
-    # object these rows name; then one index lookup per object, no listing each
-    catalog.objects.packs.refresh()
-    objects: dict[str, int] = {}
-    missing = referenced = 0
-    for v in got["versions"]:
-        if not v["stored"]:
-            referenced += 1
-            continue
-        # a stored version's size is its object's (content-addressed); export checks
-        # each object's size and hash as it writes it
-        size = int(v["size"]) if catalog.objects.has(v["hash"], fresh=False) else None
-        if size is None:  # stored once, gone since (gc, a damaged store): a reference now
-            v["stored"] = 0
-            missing += 1
-            continue
-        objects[v["hash"]] = size
-    for hash in sorted(got["diffs"]):
+    # object these rows name; then one index lookup per object (no stat for a packed one)
+    store.packs.refresh()
+    stored = [v for v in got["versions"] if v["stored"]]
+    referenced = len(got["versions"]) - len(stored)
+    # a stored version's size is its object's (content-addressed); export checks each
+    # object's size and hash as it writes it
+    want = {v["hash"]: int(v["size"]) for v in stored}
+    for hash in sorted(got["diffs"] - want.keys()):
         size = _object_size(catalog, hash)
         if size is not None:
-            objects[hash] = size
+            want[hash] = size
+    packed: dict[str, list[tuple[int, int, str]]] = {}  # pack -> (offset, size, hash)
+    loose: list[str] = []
+    gone: set[str] = set()
+    hashes = list(want)
+    for hash, where in zip(hashes, store.packs.lookup_many([h[7:] for h in hashes]),
+                           strict=True):
+        if where is not None:
+            packed.setdefault(where[0], []).append((where[1], where[2], hash))
+        elif store.has(hash, fresh=False):
+            loose.append(hash)
+        else:
+            gone.add(hash)
+    objects = {h: size for h, size in want.items() if h not in gone}  # the manifest's
+    missing = 0
+    for v in stored:
+        if v["hash"] in gone:  # stored once, gone since (gc, a damaged store): a reference
+            v["stored"] = 0
+            missing += 1
     now = time.time()
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -277,17 +344,12 @@ def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.Pat
             text = json.dumps(manifest, ensure_ascii=True, separators=(",", ":")).encode()
             tar.add_bytes(MANIFEST, text, now)
             tar.add_bytes(MANIFEST_HASH, hash_bytes(text).encode(), now)
-            packed = set()
-            for hash, data in catalog.objects.read_packed(list(objects)):
-                if len(data) != objects[hash] or hash_bytes(data) != hash:
-                    raise _damaged_object(catalog, hash)
-                tar.add_bytes(OBJECT_DIR + hash.partition(":")[2], data, now)
-                packed.add(hash)
-            for hash, size in objects.items():
-                if hash not in packed:
-                    _add_object(catalog, tar, hash, size, now)
+            for pack, items in packed.items():
+                _add_packed(catalog, tar, pack, items, objects, now)
+            for hash in loose:
+                _add_object(catalog, tar, hash, objects[hash], now)
             tar.close()
-            os.fsync(fd)
+            os.fsync(fd)  # its writeback was started as it went: this waits for the tail
         finally:
             os.close(fd)
         os.replace(tmp, out)
@@ -318,15 +380,18 @@ def import_archive(catalog: Catalog, path: str | os.PathLike[str]) -> dict[str, 
     # on any failure the temporaries are gone and nothing was written.
     store.packs.refresh()  # then one look per member, not one listing of packs/ each
     manifest, staged = stage(path, store.tmp, PACK_MAX,
-                             lambda h: store.has(h, fresh=False))
+                             present=lambda hashes: _present(store, hashes))
     objects: dict[str, int] = manifest["objects"]
     written, written_bytes = len(staged.small) + len(staged.large), staged.bytes
     try:
-        with store.batch():  # one syncfs for all of them, then the renames
-            for hash, offset, size in staged.small:
-                store.put_bytes(staged.read_small(offset, size), hash)
-            for hash, tmp in staged.large.items():
-                store.adopt(tmp, hash)
+        with store.batch():  # the small ones: one pack, fsynced with its index
+            for hash, data in staged.iter_small():
+                store.put_bytes(data, hash)
+        for hash, tmp in staged.large.items():
+            # each fsynced (its writeback began as it was copied), renamed, its folder
+            # synced: only these files wait for the disk, not the whole filesystem's
+            # dirty pages, as one syncfs would on a machine others write to
+            store.adopt(tmp, hash)
     except OSError as err:
         raise StoreError(f"cannot write to the object store at {store.root}:"
                          f" {err.strerror or err}; nothing was imported") from err
@@ -347,6 +412,19 @@ def import_archive(catalog: Catalog, path: str | os.PathLike[str]) -> dict[str, 
             "runs": sum(1 for m in mapping if m["imported"]),
             "present": sum(1 for m in mapping if not m["imported"]),
             "objects": written, "bytes": written_bytes, "mapping": mapping}
+
+
+def _present(store: ObjectStore, hashes: list[str]) -> set[str]:
+    """Which of these objects the store has: one index lookup each, and a stat only for
+    one whose loose folder exists (a fresh store has none: no stat at all)."""
+    valid = [h for h in hashes if _HASH.fullmatch(h)]  # the others are refused later
+    try:
+        folders = {n for n in os.listdir(store.root) if len(n) == 2}
+    except OSError:
+        folders = set()
+    return {h for h, where in zip(valid, store.packs.lookup_many([h[7:] for h in valid]),
+                                  strict=True)
+            if where is not None or (h[7:9] in folders and store.has(h, fresh=False))}
 
 
 def _columns(catalog: Catalog, table: str) -> set[str]:
@@ -419,12 +497,11 @@ def _insert(catalog: Catalog, manifest: dict[str, Any], present: set[str]
             if step.get("parent_step_id") in steps:
                 catalog._execute("UPDATE steps SET parent_step_id = ? WHERE id = ?",
                                  (steps[step["parent_step_id"]], steps[int(step["id"])]))
-        for link in entry["io"]:
-            catalog._execute(
-                "INSERT OR IGNORE INTO io (run_id, step_id, version_id, role, access, basis)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (local, steps.get(link["step_id"]), versions[int(link["version_id"])],
-                 link["role"], link["access"], link["basis"]))
+        catalog._conn.executemany(
+            "INSERT OR IGNORE INTO io (run_id, step_id, version_id, role, access, basis)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(local, steps.get(link["step_id"]), versions[int(link["version_id"])],
+              link["role"], link["access"], link["basis"]) for link in entry["io"]])
         catalog._conn.executemany(
             "INSERT INTO params (run_id, key, value, source) VALUES (?, ?, ?, ?)",
             [(local, p["key"], p["value"], p["source"]) for p in entry["params"]])

@@ -373,3 +373,115 @@ def test_the_archive_is_a_plain_tar_any_tar_reads(source, tmp_path):
     assert got["objects/" + big[7:]] == data
     assert all(hash_bytes(body) == "blake3:" + name[8:] for name, body in got.items()
                if name.startswith("objects/"))
+
+
+def with_packed_outputs(cat: Catalog, run_id: int, n: int) -> dict[str, bytes]:
+    """A finished run gets `n` small outputs stored as the agent stores a scan: in one
+    pack (batch), so export reads them from the pack and import writes a pack."""
+    blobs = {f"out/{i}.csv": f"row {i}\n".encode() * (i % 7 + 1) for i in range(n)}
+    with cat.objects.batch():
+        hashes = {path: cat.objects.put_bytes(data) for path, data in blobs.items()}
+    assert cat.objects.packs.any()
+    with cat.transaction():
+        for path, data in blobs.items():
+            vid = cat.add_version(path, hash=hashes[path], size=len(data), mtime_ns=6,
+                                  kind="dataset", stored=True, created_at=T0)
+            cat.link(run_id, vid, "output")
+    return {hashes[p]: blobs[p] for p in blobs}
+
+
+def test_packed_objects_travel_byte_for_byte_into_a_pack(source, target, tmp_path):
+    src, ids = source
+    blobs = with_packed_outputs(src, ids[0], 300)
+    archive = tmp_path / "runs.tar"
+    assert src.export(ids, archive)["objects"] == 10 + len(blobs)
+    got = dict(_members(archive))  # any tar reads it, each packed object its own member
+    assert all(got["objects/" + h[7:]] == data for h, data in blobs.items())
+    assert target.import_archive(archive)["objects"] == 10 + len(blobs)
+    assert target.objects.packs.any()  # they went in as one pack, not 300 files
+    for hash, data in blobs.items():
+        with target.objects.open(hash) as f:
+            assert f.read() == data
+    assert not list(target.objects.tmp.iterdir())
+
+
+def test_a_damaged_packed_object_stops_the_export(source, tmp_path):
+    src, ids = source
+    blobs = with_packed_outputs(src, ids[0], 40)
+    pack = next(src.objects.packs.dir.glob("*.pack"))
+    body = bytearray(pack.read_bytes())
+    body[len(body) // 2] ^= 1  # one object's byte: the pack's size is unchanged
+    pack.chmod(0o644)
+    pack.write_bytes(bytes(body))
+    with pytest.raises(StoreError, match="does not match its hash: it is damaged"):
+        src.export(ids, tmp_path / "runs.tar")
+    assert list(tmp_path.glob("*runs.tar*")) == [] and blobs
+
+
+def test_export_own_archives_are_read_without_tarfile(source, target, tmp_path, monkeypatch):
+    """The plain reader takes what export writes (tarfile costs ~40 us a member); a
+    compressed archive, one it does not take, still comes in through tarfile."""
+    from onlooker.store import archive as archive_mod
+
+    src, ids = source
+    big, data = with_large_output(src, ids[0], 3 << 20)
+    blobs = with_packed_outputs(src, ids[1], 50)
+    plain = tmp_path / "runs.tar"
+    src.export(ids, plain)
+    squeezed = tmp_path / "runs.tar.gz"
+    with tarfile.open(squeezed, "w:gz") as out, tarfile.open(plain) as tar:
+        for member in tar:
+            out.addfile(member, tar.extractfile(member))
+    used = []
+    real = archive_mod._checkmembers
+    monkeypatch.setattr(archive_mod, "_checkmembers",
+                        lambda *a: used.append(a[0]) or real(*a))
+    # pieces smaller than the large object: its copy and hash overlap, piece by piece
+    monkeypatch.setattr(archive_mod, "_PIECE", 1 << 20)
+    assert archive_mod.read_manifest(plain)["objects"][big] == len(data)
+    assert target.import_archive(plain)["runs"] == 3 and used == []
+    with target.objects.open(big) as f:
+        assert f.read() == data
+    assert all(target.objects.has(h) for h in blobs)
+    (tmp_path / "gz").mkdir()
+    with Catalog.init(tmp_path / "gz") as other:
+        assert other.import_archive(squeezed)["runs"] == 3 and used == [squeezed]
+        assert counts(other) == counts(target)
+
+
+def test_a_large_object_damaged_in_a_later_piece_imports_nothing(source, target, tmp_path,
+                                                                 monkeypatch):
+    from onlooker.store import archive as archive_mod
+
+    src, ids = source
+    big, _ = with_large_output(src, ids[0], 3 << 20)
+    good = tmp_path / "good.tar"
+    src.export(ids, good)
+    raw = bytearray(good.read_bytes())
+    with tarfile.open(good) as tar:
+        member = tar.getmember("objects/" + big[7:])
+    raw[member.offset_data + member.size - 10] ^= 1  # in its last piece
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(raw))
+    monkeypatch.setattr(archive_mod, "_PIECE", 1 << 20)
+    before, files = counts(target), store_files(target)
+    with pytest.raises(ArchiveError, match="does not match its hash"):
+        target.import_archive(bad)
+    assert counts(target) == before and store_files(target) == files
+
+
+def test_an_archive_cut_inside_an_object_is_damaged_not_foreign(source, target, tmp_path):
+    src, ids = source
+    with_packed_outputs(src, ids[0], 50)
+    good = tmp_path / "good.tar"
+    src.export(ids, good)
+    data = good.read_bytes()
+    with tarfile.open(good) as tar:
+        last = tar.getmembers()[-1]
+    for cut in (last.offset_data + 1, last.offset + 100, last.offset_data + last.size - 1):
+        bad = tmp_path / f"cut{cut}.tar"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ArchiveError, match="damaged or truncated") as err:
+            target.import_archive(bad)
+        assert "\n" not in str(err.value)
+    assert counts(target)["runs"] == 0
