@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import click
 
 from onlooker.cli.commands import AppState, setup_logging
-from onlooker.cli.commands.demo import demo
-from onlooker.cli.commands.diff import diff
-from onlooker.cli.commands.doctor import doctor
-from onlooker.cli.commands.init import init
-from onlooker.cli.commands.lineage import lineage
-from onlooker.cli.commands.manage import du, gc, rm
-from onlooker.cli.commands.metrics import metrics
-from onlooker.cli.commands.pipeline import outdated, pipeline
-from onlooker.cli.commands.reproduce import reproduce
-from onlooker.cli.commands.restore import restore
-from onlooker.cli.commands.run import run
-from onlooker.cli.commands.runs import runs
-from onlooker.cli.commands.share import export_command, import_command
-from onlooker.cli.commands.show import show
-from onlooker.cli.commands.sql import sql
-from onlooker.cli.commands.start import start
-from onlooker.cli.commands.status import status
-from onlooker.cli.commands.stop import stop
-from onlooker.cli.commands.tag import note_command, tag
-from onlooker.cli.commands.telemetry import telemetry
-from onlooker.cli.commands.ui import ui
-from onlooker.cli.commands.watch import watch
 from onlooker.cli.output import EXIT_ERROR, to_cli_error
 
 log = logging.getLogger(__name__)
@@ -45,6 +25,64 @@ def _version() -> str:
         return version("onlooker")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "unknown"
+
+
+# name -> module:attribute, in cli/commands/. A command's module is imported when the
+# command runs (or --help lists them all): importing all of them cost every call
+# 0.1 s before its arguments were even read.
+COMMANDS = {
+    # capture
+    "init": "init:init", "start": "start:start", "stop": "stop:stop",
+    "status": "status:status", "watch": "watch:watch", "run": "run:run",
+    # explore
+    "runs": "runs:runs", "show": "show:show", "metrics": "metrics:metrics",
+    "telemetry": "telemetry:telemetry", "diff": "diff:diff", "lineage": "lineage:lineage",
+    "pipeline": "pipeline:pipeline", "outdated": "pipeline:outdated", "sql": "sql:sql",
+    "ui": "ui:ui",
+    # manage
+    "tag": "tag:tag", "note": "tag:note_command", "rm": "manage:rm", "gc": "manage:gc",
+    "du": "manage:du", "doctor": "doctor:doctor",
+    # version, execute
+    "restore": "restore:restore", "reproduce": "reproduce:reproduce",
+    # share
+    "export": "share:export_command", "import": "share:import_command",
+    "demo": "demo:demo",
+}
+
+
+class _LazyCommands(MutableMapping):
+    """click.Group's `commands`, each imported on first use."""
+
+    def __init__(self, spec: dict[str, str]) -> None:
+        self._spec = dict(spec)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, _, attr = self._spec[name].partition(":")  # KeyError: no such command
+            found = getattr(importlib.import_module(f"onlooker.cli.commands.{module}"), attr)
+            self._loaded[name] = found
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+        self._spec.setdefault(name, "")
+
+    def __delitem__(self, name: str) -> None:
+        del self._spec[name]
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spec)
+
+    def __len__(self) -> int:
+        return len(self._spec)
+
+
+def _print_version(ctx: click.Context) -> None:
+    # read when asked: importlib.metadata costs every other call 30 ms
+    click.echo(f"onlooker, version {_version()}")
+    ctx.exit(0)
 
 
 class OnlookerGroup(click.Group):
@@ -83,7 +121,9 @@ def _silence_stdout() -> None:
          "from the current folder).",
 )
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv for debug).")
-@click.version_option(_version(), "--version", prog_name="onlooker")
+@click.option("--version", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, _p, on: _print_version(ctx) if on else None,
+              help="Show the version and exit.")
 @click.pass_context
 def cli(ctx: click.Context, project: Path | None, verbose: int) -> None:
     """Track ML experiments without changing them.
@@ -96,13 +136,7 @@ def cli(ctx: click.Context, project: Path | None, verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (init, start, stop, status, watch, run,  # capture
-                 runs, show, metrics, telemetry, diff, lineage, pipeline, outdated, sql,  # explore
-                 tag, note_command, rm, gc, du,  # manage
-                 restore, reproduce,  # version, execute
-                 export_command, import_command,  # share
-                 doctor, demo, ui):
-    cli.add_command(_command)
+cli.commands = _LazyCommands(COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from . import records, schema, views
-from ._sqlite_utils import sqlite_utils
 from .diff import diff_runs
 from .errors import CatalogCorrupt, NoSuchRun, NotInitialized, StoreError
 from .metrics import MetricsMixin
@@ -81,8 +80,18 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
             except OSError as err:
                 raise StoreError(f"cannot create {self.store_dir}: {err.strerror}") from err
         self._conn = self._connect()
-        self.db = sqlite_utils.Database(self._conn)
         self.objects = ObjectStore(self.store_dir / OBJECTS_NAME)
+
+    @property
+    def db(self) -> Any:
+        """The catalog as a sqlite-utils Database, on the same connection. Made on first
+        use: importing sqlite-utils costs every CLI call 30 ms, and most never need it."""
+        db = self.__dict__.get("_db")
+        if db is None:
+            from ._sqlite_utils import sqlite_utils
+
+            db = self.__dict__["_db"] = sqlite_utils.Database(self._conn)
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         try:
