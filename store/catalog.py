@@ -647,12 +647,15 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         return outdated(self, current=current, read_params=read_params, on_hash=on_hash)
 
     # ---- sharing runs between projects (store/share.py) -----------------------------
-    def export(self, run_ids: Iterable[int], out_path: str | os.PathLike[str]) -> dict:
+    def export(self, run_ids: Iterable[int], out_path: str | os.PathLike[str], *,
+               include_secrets: bool = False) -> dict:
         """Write these runs' rows and the objects they need to one tar archive (a temp
-        file renamed into place): {path, runs, objects, bytes, referenced, missing, size}."""
+        file renamed into place): {path, runs, objects, bytes, referenced, missing,
+        withheld, size}; stored copies whose text holds a credential are left out
+        (`withheld`) unless `include_secrets`."""
         from .share import export_runs
 
-        return export_runs(self, run_ids, out_path)
+        return export_runs(self, run_ids, out_path, include_secrets=include_secrets)
 
     def import_archive(self, path: str | os.PathLike[str]) -> dict:
         """Add an export's runs in one transaction, after verifying every object by

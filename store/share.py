@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -277,10 +277,54 @@ def _add_packed(catalog: Catalog, tar: TarWriter, pack: str,
             i = j
 
 
-def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.PathLike[str]
-                ) -> dict[str, Any]:
+# Kinds whose stored copies may carry a credential in their text (a config's api_key, a
+# log line with a token, a script with a key pasted in); datasets, models and state are
+# data, and looking through gigabytes of them for text is not worth it.
+_SCANNED_KINDS = frozenset({"config", "log", "metrics", "code", "notebook", "other"})
+
+
+def _read_objects(catalog: Catalog, hashes: list[str], limit: int
+                  ) -> Iterator[tuple[str, bytes]]:
+    """(hash, bytes) of those objects no larger than `limit`, packed ones a pack at a
+    time (ObjectStore.read_packed), then loose ones."""
+    store = catalog.objects
+    seen = set()
+    for hash, data in store.read_packed(hashes):
+        seen.add(hash)
+        yield hash, data
+    for hash in hashes:
+        if hash in seen:
+            continue
+        path = store.path_for(hash)
+        try:
+            if path.stat().st_size > limit:
+                continue
+            yield hash, path.read_bytes()
+        except OSError:
+            continue  # gone since: the export's own check says so
+
+
+def withheld_objects(catalog: Catalog, versions: list[dict[str, Any]], diffs: set[str],
+                     objects: dict[str, int]) -> dict[str, str]:
+    """{hash: why} for the objects about to be exported whose text holds a credential
+    (store/secret_scan.py): stored copies of text kinds, and git diffs."""
+    from .secret_scan import SCAN_MAX, secrets_among
+
+    candidates = {v["hash"] for v in versions
+                  if v["stored"] and v["kind"] in _SCANNED_KINDS and v["hash"] in objects}
+    candidates |= diffs & objects.keys()
+    if not candidates:
+        return {}
+    return secrets_among(_read_objects(catalog, sorted(candidates), SCAN_MAX))
+
+
+def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.PathLike[str],
+                *, include_secrets: bool = False) -> dict[str, Any]:
     """Write the runs and the objects they need to the tar at `out_path` (a temp file
-    renamed into place); returns counts: runs, objects, bytes, referenced, missing."""
+    renamed into place); returns counts: runs, objects, bytes, referenced, missing, and
+    `withheld`: [{path, hash, why}], the stored copies left out because their text holds
+    a credential (they go as references, as a file too large to copy would), unless
+    `include_secrets`."""
     ids = sorted(dict.fromkeys(int(i) for i in run_ids))
     if not ids:
         raise StoreError("there are no runs to export")
@@ -326,6 +370,23 @@ def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.Pat
         if v["hash"] in gone:  # stored once, gone since (gc, a damaged store): a reference
             v["stored"] = 0
             missing += 1
+    secret: dict[str, str] = {} if include_secrets else withheld_objects(
+        catalog, got["versions"], got["diffs"], objects)
+    withheld: list[dict[str, Any]] = []
+    if secret:
+        for v in stored:
+            if v["hash"] in secret:
+                v["stored"] = 0  # the other side gets the hash, as for a large file
+                withheld.append({"path": v["path"], "hash": v["hash"],
+                                 "why": secret[v["hash"]]})
+        for hash in sorted(got["diffs"] & secret.keys()):
+            withheld.append({"path": None, "hash": hash, "why": "a git diff: "
+                             + secret[hash]})
+        for hash in secret:
+            objects.pop(hash, None)
+        loose = [h for h in loose if h not in secret]
+        packed = {pack: [it for it in items if it[2] not in secret]
+                  for pack, items in packed.items()}
     now = time.time()
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -360,7 +421,7 @@ def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.Pat
             tmp.unlink()
     return {"path": str(out), "runs": len(ids), "objects": len(objects),
             "bytes": sum(objects.values()), "referenced": referenced, "missing": missing,
-            "size": out.stat().st_size}
+            "withheld": withheld, "size": out.stat().st_size}
 
 
 # ---- import ----------------------------------------------------------------------------

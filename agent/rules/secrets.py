@@ -94,7 +94,10 @@ _KNOWN_VALUE = re.compile(
 )
 _RANDOMISH = re.compile(r"[A-Za-z0-9+/=_\-]{32,}")
 _HEXISH = re.compile(r"[0-9a-fA-F\-]+")
-_URL_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):(?P<pw>[^/\s@]*)@")
+# The scheme is tried only where one can start: without the look-behind, a long run of
+# letters is rescanned from every position (quadratic on a hex dump or a base64 line).
+_URL_USERINFO = re.compile(
+    r"(?P<pre>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):(?P<pw>[^/\s@]*)@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)([A-Za-z0-9._~+/=\-]{8,})")
 _WORD = re.compile(r"[^\s'\"`;|&<>(),]+")
 
@@ -238,3 +241,41 @@ def redact_mapping(params: Mapping[str, object]) -> dict[str, object]:
         else:
             out[key] = _redact_value(value)
     return out
+
+
+# ---- files: does a text hold a credential? -------------------------------------------------
+# For what leaves the project (store/secret_scan.py, export). Every pattern is a C-level
+# regex tried only where its token can start, so a file costs a pass or two over its
+# text: a lone random-looking word is not enough here (hashes, base64 blobs and ids fill
+# files); a secret name, a URL password, a bearer token or a known format is.
+_NAME_VALUE = re.compile(
+    r"""(?<![\w.\-])(?P<name>[A-Za-z_][\w.\-]{0,63})["']?[ \t]{0,8}[:=][ \t]{0,8}"""
+    r"""(?P<value>"[^"\n]{0,4096}"|'[^'\n]{0,4096}'|[^\s,}\]]{0,4096})""")
+_OPTION_VALUE = re.compile(
+    r"(?<![\w\-])--?(?P<name>[A-Za-z][\w\-]{0,63})(?:[ \t]+|=)(?P<value>[^\s-]\S{0,4095})")
+_UNSET = {"", "null", "none", "~", "''", '""', MASK, "[]", "{}", "|", ">", "true", "false"}
+
+
+def _set_value(value: str) -> bool:
+    v = value.strip().strip("\"'")
+    return v.lower() not in _UNSET and not v.startswith(("${", "{{", "<", "%(", "$"))
+
+
+def credential_in(text: str) -> str | None:
+    """What in `text` is a credential (`a credential under api_key`, `a password in a
+    URL`, ...), or None. Names, URLs, bearer tokens and known formats, as redact_text."""
+    for m in _NAME_VALUE.finditer(text):
+        if is_secret_name(m["name"]) and _set_value(m["value"]):
+            return f"a credential under {m['name']}"
+    for m in _OPTION_VALUE.finditer(text):
+        if is_secret_name(m["name"]) and _set_value(m["value"]):
+            return f"a credential after --{m['name']}"
+    for m in _URL_USERINFO.finditer(text):
+        if m["pw"] and m["pw"] != MASK:
+            return "a password in a URL"
+    for m in _BEARER.finditer(text):
+        if m[3] != MASK:
+            return f"a {m[1].lower()} token"
+    if _KNOWN_VALUE.search(text):
+        return "a credential in a known format"
+    return None

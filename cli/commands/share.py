@@ -50,23 +50,29 @@ def _selected(catalog: Any, refs: tuple[str, ...], where: tuple[str, ...], since
               help="Export the runs passing EXPR (the language of `runs --where`).")
 @click.option("--since", metavar="WHEN", help="Export the runs started since WHEN (2d, a date).")
 @click.option("--all", "every", is_flag=True, help="Export every run.")
+@click.option("--include-secrets", is_flag=True,
+              help="Also put in the stored copies whose text holds a credential (a "
+                   "config's api_key, a token in a log), which are left out by default.")
 @click.argument("refs", metavar="RUN...", nargs=-1)
 @pass_state
 def export_command(state: AppState, as_json: bool, out: Path, where: tuple[str, ...],
-                   since: str | None, every: bool, refs: tuple[str, ...]) -> None:
+                   since: str | None, every: bool, include_secrets: bool,
+                   refs: tuple[str, ...]) -> None:
     """Write runs and the files they need to one archive for another project.
 
     RUN is an id, 'last' / -N or a tag; or pick runs with --where / --since, or --all.
     The archive holds the runs' catalog rows and the bytes of every stored version
     they read or wrote; files larger than the copy limit go as references (their hash
-    and size, no bytes). `onlooker import FILE.tar` adds them to another project.
+    and size, no bytes), and so do copies whose text holds a credential (an api_key in a
+    config, a token in a log: named on stderr) unless --include-secrets. `onlooker
+    import FILE.tar` adds them to another project.
     """
     if sum(bool(x) for x in (refs, where or since, every)) != 1:
         raise CliError("give RUN..., or --where / --since, or --all (one of them)",
                        exit_code=EXIT_USAGE)
     with state.catalog() as catalog:
         ids = _selected(catalog, refs, where, since, every)
-        got = catalog.export(ids, out)
+        got = catalog.export(ids, out, include_secrets=include_secrets)
     if as_json:
         emit_json({**got, "ids": ids})
         return
@@ -77,6 +83,11 @@ def export_command(state: AppState, as_json: bool, out: Path, where: tuple[str, 
                  " the store, exported as references"
     note(f"exported {got['runs']} run{'s' if got['runs'] != 1 else ''}, {got['objects']}"
          f" objects ({human_size(got['bytes'])}) to {got['path']}{extra}")
+    if got["withheld"]:
+        names = [f"{w['path'] or 'a git diff'} ({w['why']})" for w in got["withheld"]]
+        note(f"left out {len(names)} file{'s' if len(names) != 1 else ''} holding a"
+             f" credential, exported as references: {', '.join(names[:5])}"
+             + (", ..." if len(names) > 5 else "") + " (--include-secrets puts them in)")
 
 
 @click.command("import")
