@@ -32,9 +32,10 @@ _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _ASSET_IDS_MAX = 200_000
 
 _RUN_FIELDS = {"status", "exit_code", "signal", "ended_at", "env_id", "git_commit", "git_branch",
-               "git_dirty", "git_diff", "command", "note", "cwd", "exe", "tier"}
+               "git_dirty", "git_diff", "command", "note", "cwd", "exe", "tier",
+               "notebook", "notebook_via"}  # notebook*: schema 7 (kernel runs)
 _STEP_FIELDS = {"status", "exit_code", "signal", "ended_at", "argv", "cwd", "exe",
-                "parent_step_id"}
+                "parent_step_id", "cell", "source", "started_at"}  # cell, source: schema 7
 _JSON_FIELDS = {"command", "argv"}
 _NTH_NEWEST = re.compile(r"-([1-9][0-9]*)")
 _FILES_SQL = (
@@ -362,7 +363,9 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
 
     def open_runs(self) -> list[dict]:
         """Runs still marked running, for the agent to re-attach or close after a restart."""
-        rows = self._execute("SELECT id, pid, pid_start, started_at, hostname FROM runs"
+        extra = ", notebook, notebook_via" if self.schema_version >= schema.NOTEBOOK_SINCE \
+            else ""
+        rows = self._execute(f"SELECT id, pid, pid_start, started_at, hostname{extra} FROM runs"
                              " WHERE status = 'running' ORDER BY id").fetchall()
         return [dict(row) for row in rows]
 
@@ -425,6 +428,14 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
                             (run_id, pid)).fetchone()
         return None if row is None else int(row[0])
 
+    def last_cell(self, run_id: int) -> int:
+        """The highest execution count among a kernel run's cell steps (0: none), for the
+        agent re-attaching to a live kernel (schema 7)."""
+        if self.schema_version < schema.NOTEBOOK_SINCE:
+            return 0
+        row = self._execute("SELECT max(cell) FROM steps WHERE run_id = ?", (run_id,)).fetchone()
+        return int(row[0] or 0)
+
     def close_open_steps(self, run_id: int, *, status: str) -> None:
         """Give every still-running step of a run a final status (runs lost by the agent)."""
         with self.transaction():
@@ -453,10 +464,13 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         metrics = self.metrics_for(run_ids)
         tags = self.tags_for(run_ids)
         origins = self.origins_for(run_ids)
+        notebooks = records.notebooks_for(self._execute, self.schema_version,
+                                          schema.NOTEBOOK_SINCE, run_ids)
         out = []
         for r in rows:
             d = records.run_dict(r, params.get(r["id"], {}), files.get(r["id"], empty),
-                                 tags=tags.get(r["id"], ()), origin=origins.get(r["id"]))
+                                 tags=tags.get(r["id"], ()), origin=origins.get(r["id"]),
+                                 notebook=notebooks.get(r["id"]))
             d["metrics"] = metrics.get(r["id"], {})
             d["telemetry"] = tele.get(r["id"])
             out.append(d)
@@ -530,10 +544,15 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
                 " WHERE io.run_id = ? AND io.step_id IS NOT NULL AND io.role != 'meta'"
                 " ORDER BY a.path", (run_id,)
             ).fetchall()
+            cells = records.cells_of(self._execute, self.schema_version,
+                                     schema.NOTEBOOK_SINCE, run_id)
+            notebook = records.notebooks_for(self._execute, self.schema_version,
+                                             schema.NOTEBOOK_SINCE, [run_id]).get(run_id)
         out = records.run_dict(row, params.get(run_id, {}),
                                files.get(run_id, records.empty_files()),
                                tags=self.tags_of(run_id),
-                               origin=self.origins_for([run_id]).get(run_id))
+                               origin=self.origins_for([run_id]).get(run_id),
+                               notebook=notebook)
         by_step: dict[int, dict[str, list[str]]] = {}
         for f in step_files:
             slot = by_step.setdefault(f["step_id"], {"input": [], "output": [], "code": []})
@@ -541,7 +560,8 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         steps = []
         for s in step_rows:
             slot = by_step.get(s["id"], {"input": [], "output": [], "code": []})
-            steps.append(records.step_dict(s, slot["input"] + slot["code"], slot["output"]))
+            steps.append(records.step_dict(s, slot["input"] + slot["code"], slot["output"],
+                                           cells.get(s["id"])))
         out["env"] = env
         out["steps"] = steps
         out["metrics"] = self.metrics_of(run_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -157,10 +157,12 @@ def run_dict(
     *,
     tags: Iterable[str] = (),
     origin: Mapping[str, Any] | None = None,
+    notebook: tuple[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """The contract shared by run() and runs(); run() adds `env` and `steps`. `tags`:
     the run's tag names (sorted); its note comes with the row (runs.note). `origin`:
-    where an imported run came from (store/share.py origins_for), None for a local one."""
+    where an imported run came from (store/share.py origins_for), None for a local one.
+    `notebook`: (path, found_by) of the notebook a kernel run executes (notebooks_for)."""
     started, ended = row["started_at"], row["ended_at"]
     git = None
     if row["git_commit"] is not None or row["git_branch"] is not None:
@@ -187,10 +189,17 @@ def run_dict(
         "tags": list(tags),
         "note": row["note"] if "note" in row.keys() else None,
         "origin": None if origin is None else dict(origin),
+        "notebook": None if notebook is None else {"path": notebook[0],
+                                                   "found_by": notebook[1]},
+        # what `runs` calls it: a kernel's run by its notebook, others by their command
+        "name": None if notebook is None else f"{notebook[0]} (kernel)",
     }
 
 
-def step_dict(row: sqlite3.Row, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+def step_dict(row: sqlite3.Row, inputs: list[str], outputs: list[str],
+              cell: tuple[int | None, str | None] | None = None) -> dict[str, Any]:
+    """One step; `cell`: (execution count, source) when the step is a notebook cell a
+    kernel executed (cells_of), else None (a process)."""
     return {
         "id": row["id"],
         "pid": row["pid"],
@@ -205,4 +214,32 @@ def step_dict(row: sqlite3.Row, inputs: list[str], outputs: list[str]) -> dict[s
         "signal": row["signal"],
         "inputs": inputs,
         "outputs": outputs,
+        "cell": None if cell is None else cell[0],
+        "source": None if cell is None else cell[1],
     }
+
+
+def notebooks_for(execute: Callable[..., Any], version: int, since: int,
+                  ids: list[int]) -> dict[int, tuple[str, str | None]]:
+    """run id -> (notebook, found_by) for the kernel runs among `ids`; {} on a catalog
+    older than schema `since` (read-only opens accept those)."""
+    if version < since or not ids:
+        return {}
+    out: dict[int, tuple[str, str | None]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in execute(f"SELECT id, notebook, notebook_via FROM runs WHERE id IN ({marks})"
+                         " AND notebook IS NOT NULL", chunk):
+            out[r["id"]] = (r["notebook"], r["notebook_via"])
+    return out
+
+
+def cells_of(execute: Callable[..., Any], version: int, since: int,
+             run_id: int) -> dict[int, tuple[int | None, str | None]]:
+    """step id -> (execution count, source) for the cell steps of one run."""
+    if version < since:
+        return {}
+    return {r["id"]: (r["cell"], r["source"]) for r in execute(
+        "SELECT id, cell, source FROM steps WHERE run_id = ? AND (cell IS NOT NULL"
+        " OR source IS NOT NULL)", (run_id,))}

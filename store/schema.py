@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
+from typing import Any
 
 from .errors import SchemaTooNew, SchemaTooOld
 
@@ -11,7 +13,7 @@ log = logging.getLogger(__name__)
 
 # Migration N (1-based) brings a catalog from user_version N-1 to N. Never edit a
 # released entry: append a new one.
-MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
+MIGRATIONS: list[tuple[str, tuple[Any, ...]]] = [
     (
         "create everything",
         (
@@ -310,6 +312,35 @@ MIGRATIONS += [
 ]
 ORIGIN_SINCE = len(MIGRATIONS)  # the schema version that made run_origin (6)
 
+
+def _add_column(table: str, column: str, decl: str) -> Callable[[sqlite3.Connection], None]:
+    """ALTER TABLE ADD COLUMN unless the column is there (SQLite has no IF NOT EXISTS for
+    columns; a catalog hand-lowered to an older user_version keeps them)."""
+    def apply(conn: sqlite3.Connection) -> None:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    return apply
+
+
+MIGRATIONS += [
+    (
+        "notebooks: cells as steps, and the notebook a kernel run serves",
+        (
+            # A cell a Jupyter kernel executed is a step of the kernel's run: its execution
+            # count and source (NULL for a process step). Added columns, so every older
+            # read of steps stays as it was.
+            _add_column("steps", "cell", "INTEGER"),
+            _add_column("steps", "source", "TEXT"),
+            # The project notebook a kernel run executes (project-relative), and how it
+            # was found (agent/assembly/kernel.py FOUND_BY); NULL for other runs.
+            _add_column("runs", "notebook", "TEXT"),
+            _add_column("runs", "notebook_via", "TEXT"),
+        ),
+    ),
+]
+NOTEBOOK_SINCE = len(MIGRATIONS)  # the schema version that made cells and notebooks (7)
+
 LATEST = len(MIGRATIONS)
 # The oldest schema a read-only open still reads: migration 5 only adds what readers do
 # without (no tags yet, no views), so a CLI reading a catalog the agent has not migrated
@@ -365,7 +396,10 @@ def migrate(conn: sqlite3.Connection, where: str) -> int:
                 return LATEST
             name, statements = MIGRATIONS[current]
             for sql in statements:
-                conn.execute(sql)
+                if callable(sql):  # a step that looks before it changes (_add_column)
+                    sql(conn)
+                else:
+                    conn.execute(sql)
             conn.execute(f"PRAGMA user_version = {current + 1}")
             conn.execute("COMMIT")
         except BaseException:

@@ -17,7 +17,9 @@ from typing import Any, Protocol
 
 from onlooker.agent import clock as clock_mod
 from onlooker.agent import metrics
+from onlooker.agent.assembly import kernel as kernel_mod
 from onlooker.agent.assembly.fileside import SLACK, FileSide, Waiter
+from onlooker.agent.assembly.kernel import KernelSide
 from onlooker.agent.assembly.model import Proc, Run, Step
 from onlooker.agent.assembly.table import RunTable
 from onlooker.agent.config import Config
@@ -62,6 +64,10 @@ class Probes:
     read_file: Callable[[str, int], bytes | None] = lambda path, limit: None
     is_file: Callable[[str], bool] = os.path.isfile
     on_overflow: Callable[[str], None] = lambda source: None
+    # Jupyter kernels (agent/assembly/kernel.py): whether one waits in its event loop,
+    # and the sessions the Jupyter servers with runtime files in a folder list.
+    kernel_idle: Callable[[int], bool | None] = kernel_mod.main_thread_idle
+    server_sessions: Callable[[str], list[tuple[str, str]]] = kernel_mod.server_sessions
 
 
 @dataclass
@@ -76,8 +82,9 @@ class Stats:
     hash_errors: int = 0
 
 
-class Assembler(FileSide):
-    """Runs and steps from process events; the file side is in agent/assembly/fileside.py."""
+class Assembler(KernelSide, FileSide):
+    """Runs and steps from process events; the file side is in agent/assembly/fileside.py,
+    Jupyter kernels' notebooks and cells in agent/assembly/kernel.py."""
 
     def __init__(
         self,
@@ -178,6 +185,8 @@ class Assembler(FileSide):
 
     def tick(self, now: float) -> None:
         """Attribute the file events whose grace window is over; close finished runs."""
+        # Kernels' new cells first: a file event maturing now goes to the cell it was in.
+        self._kernel_poll(now)
         self._mature(now)
         self._finish_runs(now)
         self._store_stats()
@@ -313,7 +322,17 @@ class Assembler(FileSide):
         self.table.join(run, info, run.root_step)
         for child in descendants:
             self.table.join(run, child, run.root_step)
-        self._note_argv_paths(run, info)
+        self._kernel_begin(run, info)
+        if run.kernel is not None:
+            # Cells already recorded stay as they are; those run while the agent was
+            # down are read now, timed from now.
+            last = getattr(self.catalog, "last_cell", None)
+            run.kernel.last_count = last(run.db_id) if last is not None else 0
+            row_nb = row.get("notebook")
+            if row_nb and run.kernel.notebook is None:
+                self._kernel_found(run, os.path.join(str(self.project), row_nb),
+                                   row.get("notebook_via") or "kernel")
+        self._note_argv_paths(run, info, outside=run.kernel is None)
 
     def _note_program(self, run: Run, info: ProcInfo) -> None:
         """What a step's program says about the run's code: the script it runs, and
@@ -419,13 +438,15 @@ class Assembler(FileSide):
         run.steps.append(run.root_step)
         self._note_program(run, info)
         self.table.join(run, info, run.root_step)
+        self._kernel_begin(run, info)
         self._run_context(run, info)
         self._note_stdio(run, info, run.root_step)
         return run
 
     def _run_context(self, run: Run, info: ProcInfo) -> None:
         """Params from argv and env, the environment, git state, argv-named inputs."""
-        run.root_params = self._argv_params(run, info)
+        # A kernel's argv is its connection file: its params come from its notebook.
+        run.root_params = self._argv_params(run, info) if run.kernel is None else {}
         for k, v in run.root_params.items():
             run.params[k] = (v, "argv")
         names = list(self.cfg["params"]["env"])
@@ -445,7 +466,8 @@ class Assembler(FileSide):
                           git_dirty=int(bool(git.get("dirty"))), git_diff=diff_hash)
         if fields:
             self.catalog.update_run(run.db_id, **fields)
-        self._note_argv_paths(run, info)
+        # A kernel's argv names only its connection file, no data of the run.
+        self._note_argv_paths(run, info, outside=run.kernel is None)
 
     def _note_stdio(self, run: Run, info: ProcInfo, step: Step | None) -> None:
         """stdout/stderr sent to a project file (`python train.py > logs/train.log`): the
@@ -542,6 +564,10 @@ class Assembler(FileSide):
                              helper=classify.is_manager_helper(info.argv))
             run.steps.append(proc.step)
             self._note_program(run, info)
+            cell = self._kernel_step(run, parent, started)
+            if cell is not None:  # `!python train.py` in a notebook: a step of that cell
+                proc.step.parent = cell
+                self.catalog.update_step(step_id, parent_step_id=cell.db_id)
         else:
             proc.step.helper = False  # the shim's step is the program it handed over to
             self._note_program(run, info)
@@ -665,6 +691,7 @@ class Assembler(FileSide):
         code, sig = run.root_exit if run.root_exit else (None, None)
         status = _status(code, sig)
         ended = run.root_exit_t if run.root_exit_t is not None else run.ended_at
+        self._kernel_close(run, ended)
         for p in self.table.procs_of(run):
             if p.step is not None and not p.step.ended and p.step.pid == p.pid:
                 p.step.ended = True
@@ -678,7 +705,39 @@ class Assembler(FileSide):
         self.stats.runs_finished += 1
         log.info("run %d %s (exit %s, signal %s)", run.db_id, status, code, sig)
 
-    # -- files ----------------------------------------------------------------
+    # -- files: a kernel run's cells ---------------------------------------------
+
+    def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
+                closed: bool = False, seen: float = 0.0, basis: str | None = None,
+                named: bool = False) -> None:
+        """FileSide._record, with a kernel run's rules first: a write of its notebook
+        that the tier cannot give a process is the front end's (a save: a version with
+        no run, linked as the kernel's code once hashed; a read: nobody's), and a file
+        use goes to the cell running then, by time (basis `window`)."""
+        if run is not None and run.kernel is not None:
+            if not self.pids_known and step in (None, run.root_step) and \
+                    self._kernel_saves(run, path):
+                run, step, basis = None, None, None
+            else:
+                cell = self._kernel_step(run, step, seen or self._event_t)
+                if cell is not None:
+                    step = cell
+                    if basis in (None, "fanotify", "window", "fd"):
+                        basis = "window"
+        FileSide._record(self, run, path, write=write, step=step, closed=closed, seen=seen,
+                         basis=basis, named=named)
+
+    def _file_record(self, run: Run | None, path: str, **kw: Any) -> None:
+        FileSide._record(self, run, path, **kw)
+
+    def _on_hash(self, ev: HashDone) -> None:
+        no_run = self.stats.no_run
+        FileSide._on_hash(self, ev)
+        if self._kernel_on_hash(ev):
+            self.stats.no_run = no_run  # a kernel's notebook saved: the run's code, no loss
+
+    def _content(self, ev: HashDone, *, disk_limit: int | None) -> bytes | None:
+        return FileSide._content(self, ev, disk_limit=disk_limit)
 
 
 # Signals a program sends to stop a helper it started (a Pool's terminate, a library's

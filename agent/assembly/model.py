@@ -42,6 +42,63 @@ class Use:
 
 
 @dataclass(eq=False)
+class Cell:
+    """A notebook cell a kernel run executed: a step of the run (agent/assembly/kernel.py)."""
+
+    count: int  # its execution count ([3])
+    source: str
+    step: Step
+    started: float  # agent clock: the kernel was last seen idle then (it began after)
+    written: float  # agent clock: its history row was on disk by then
+    # agent clock: file uses from then on are its own (the previous cell's end: an idle
+    # kernel does nothing, and IPython may write a short cell's row after it ran)
+    claims: float
+    ended: float | None = None  # the kernel was first seen idle again then
+    failed: bool = False  # the saved notebook shows an error output for it
+
+
+@dataclass(eq=False)
+class Kernel:
+    """What a run whose root is a Jupyter kernel knows of its notebook and its cells."""
+
+    connection: str  # its connection file ("" when started without one)
+    environ: dict[str, str]
+    history: str | None  # IPython's history.sqlite for it, where the environment says
+    started_wall: float  # Unix seconds
+    session: int | None = None  # its history session, once found
+    last_count: int = 0  # the highest execution count read
+    cells: list[Cell] = field(default_factory=list)
+    notebook: str | None = None  # absolute path of the notebook it serves, once found
+    found_by: str | None = None  # kernel.FOUND_BY
+    db_sig: tuple[int, ...] | None = None  # (mtime_ns, size) of the database last read
+    samples: list[tuple[float, bool]] = field(default_factory=list)  # (when, idle)
+    ready: float | None = None  # first seen idle: started up, waiting for its first cell
+    polled: float = float("-inf")
+    server_tries: int = 0
+    server_next: float = 0.0
+    # saved notebooks not yet known to be its own: (path, hash result), newest last
+    candidates: list[tuple[str, object]] = field(default_factory=list)
+    saved: set[str] = field(default_factory=set)  # hashes of its notebook linked as code
+
+    def executed(self) -> list[str]:
+        return [c.source for c in self.cells]
+
+    def cell_at(self, t: float) -> Cell | None:
+        """The cell that ran at `t`: the last one begun by then. (An inotify event's
+        `since` is no help: its reader looks every 100 ms when idle, so it predates most
+        cells' ends; `t`, when it was read, is late only under load.)"""
+        found = None
+        for c in self.cells:
+            if c.claims <= t:
+                found = c
+        return found
+
+    def open_cell(self) -> Cell | None:
+        last = self.cells[-1] if self.cells else None
+        return last if last is not None and last.ended is None else None
+
+
+@dataclass(eq=False)
 class Run:
     """A run being watched: the root process and all its descendants."""
 
@@ -97,6 +154,8 @@ class Run:
     # folder made during the run is listed as its watch is placed
     compiled: set[str] = field(default_factory=set)
     closed: bool = False
+    kernel: Kernel | None = None  # its root is a Jupyter kernel: cells are its steps
+    notebooks_read: set[str] = field(default_factory=set)  # whose parameters cell was read
 
     def use(self, path: str) -> Use:
         u = self.files.get(path)

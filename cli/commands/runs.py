@@ -113,7 +113,7 @@ def render_runs(runs: list[dict[str, Any]], width: int | None = None,
             status_text(run),
             local_time(run.get("started_at")),
             human_duration(run.get("duration")),
-            typed_command(run.get("command")),
+            run.get("name") or typed_command(run.get("command")),  # name: a kernel's notebook
             len(run.get("inputs") or ()),
             len(run.get("outputs") or ()),
             *((tags_text(run),) if tagged else ()),

@@ -117,7 +117,28 @@ def _seconds(step: dict[str, Any]) -> float | None:
     return (end - start).total_seconds()
 
 
+def _first_line(source: Any, width: int = 50) -> str:
+    line = next((x.strip() for x in str(source or "").splitlines() if x.strip()), "")
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def _cells(steps: Any) -> str:
+    """A kernel run's cells, one line each: number, status, duration, first line of
+    source, files read (<) and written (>)."""
+    rows = []
+    for step in steps or ():
+        if step.get("cell") is None:
+            continue
+        files = [*(f"<{p}" for p in step.get("inputs") or ()),
+                 *(f">{p}" for p in step.get("outputs") or ())]
+        rows.append((f"[{step['cell']}]", status_text(step), human_duration(_seconds(step)),
+                     _first_line(step.get("source")), fold(" ".join(files), 50) or "-"))
+    return table(("CELL", "STATUS", "DURATION", "SOURCE", "FILES (<read >written)"), rows)
+
+
 def _steps(steps: Any) -> str:
+    # a kernel run's cells have their own section
+    steps = [s for s in steps or () if s.get("cell") is None]
     if not steps:
         return "(none)"
     by_id = {s.get("id"): s for s in steps}
@@ -185,7 +206,10 @@ def render_run(run: dict[str, Any], diff: str | None = None, *, show_all: bool =
     """The people's view of one run dict (the JSON contract), in sections; `diff` is the
     text behind git.diff where the caller read it; `show_all` adds the files tools read
     and wrote around the run (meta)."""
+    notebook = run.get("notebook") or {}
     header = table(None, [
+        *([("notebook", f"{notebook.get('path')} (kernel; found by "
+                        f"{notebook.get('found_by') or '-'})")] if notebook else []),
         ("status", status_text(run)),
         ("exit", _scalar(run.get("exit_code"))),
         ("started", local_time(run.get("started_at"))),
@@ -210,6 +234,8 @@ def render_run(run: dict[str, Any], diff: str | None = None, *, show_all: bool =
         section("git", _git(run.get("git"), run.get("id"), diff)),
         section("env", _env(run.get("env"))),
         section("steps", _steps(run.get("steps"))),
+        *([section("cells", _cells(run.get("steps")))]
+          if any(st.get("cell") is not None for st in run.get("steps") or ()) else []),
     ]
     return "\n\n".join(parts)
 

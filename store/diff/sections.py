@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import StoreError
 
 SECTIONS = ("command", "params", "metrics", "code", "environment", "inputs", "outputs",
-            "telemetry")
+            "telemetry", "cells")  # cells: only where a side is a kernel's run
 MAX_DEPTH = 20
 TEXT_MAX = 1 << 20  # a code version larger than this gets no unified diff
 _MISSING = object()  # a key one side lacks, apart from a value that is null
@@ -232,4 +232,40 @@ def sections(catalog: Any, ra: dict, rb: dict, *,
         "inputs": _files(ra.get("inputs"), rb.get("inputs")),
         "outputs": _files(ra.get("outputs"), rb.get("outputs")),
         "telemetry": _telemetry(ra, rb),
+        # only where a side is a Jupyter kernel's run: the sources of its cells
+        **({"cells": _cells(ra, rb)} if _cells_of(ra) or _cells_of(rb) else {}),
     }
+
+
+def _cells_of(run: dict) -> list[str]:
+    """The sources of a kernel run's cells, in execution order."""
+    return [str(s.get("source") or "") for s in run.get("steps") or ()
+            if s.get("cell") is not None]
+
+
+def _first_line(source: str) -> str:
+    line = next((x.strip() for x in source.splitlines() if x.strip()), "")
+    return line if len(line) <= 60 else line[:59] + "…"
+
+
+def _cells(ra: dict, rb: dict) -> list[dict[str, Any]]:
+    """The n-th cell each kernel run executed, side by side: its first line as the value,
+    its whole source and a unified diff where they differ."""
+    a, b = _cells_of(ra), _cells_of(rb)
+    out = []
+    for i in range(max(len(a), len(b))):
+        old = a[i] if i < len(a) else _MISSING
+        new = b[i] if i < len(b) else _MISSING
+        e = _entry(f"cell {i + 1}", old, new)
+        e["old_source"], e["new_source"] = e["old"], e["new"]
+        e["old"] = None if old is _MISSING else _first_line(str(old))
+        e["new"] = None if new is _MISSING else _first_line(str(new))
+        e["diff"] = None
+        if e["change"] == "changed":
+            lines = difflib.unified_diff(str(old).splitlines(keepends=True),
+                                         str(new).splitlines(keepends=True),
+                                         fromfile=f"a/cell {i + 1} (run {ra.get('id')})",
+                                         tofile=f"b/cell {i + 1} (run {rb.get('id')})")
+            e["diff"] = "".join(x if x.endswith("\n") else x + "\n" for x in lines)
+        out.append(e)
+    return out

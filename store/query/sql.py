@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import records
 from ..errors import StoreError
+from ..schema import NOTEBOOK_SINCE
 from .evaluate import Filter, _time_bounds, _value_test, as_text, json_value
 from .keys import (
     _SEPARATORS,
@@ -479,13 +480,16 @@ def load_runs(catalog: Any, ids: Sequence[int]) -> list[dict[str, Any]]:
     tele = catalog.telemetry_summaries(ids)
     tags_for = getattr(catalog, "tags_for", None)  # as Catalog.runs, once tags exist
     tags = tags_for(ids) if tags_for is not None else None
+    notebooks = records.notebooks_for(catalog._execute, getattr(catalog, "schema_version", 0),
+                                      NOTEBOOK_SINCE, ids)  # kernel runs (schema 7)
     out = []
     empty = records.empty_files()
     for run_id in ids:
         r = rows.get(run_id)
         if r is None:
             continue
-        extra = {} if tags is None else {"tags": tags.get(run_id, ())}
+        extra: dict[str, Any] = {} if tags is None else {"tags": tags.get(run_id, ())}
+        extra["notebook"] = notebooks.get(run_id)
         d = records.run_dict(r, params.get(run_id, {}), files.get(run_id, empty), **extra)
         d["metrics"] = metrics.get(run_id, {})
         d["telemetry"] = tele.get(run_id)
