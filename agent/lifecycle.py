@@ -348,6 +348,7 @@ def status(project: Path) -> dict[str, Any]:
         "tiers": state.get("tiers", {}) if same_agent else {},
         "counts": state.get("counts", {}) if same_agent else {},
         "backlog": state.get("backlog", {}) if same_agent else {},
+        "bulk": state.get("bulk", {}) if same_agent else {},
         "log": str(store_dir / LOG_NAME),
     }
     if same_agent and out["last_seen"] is not None:

@@ -315,6 +315,11 @@ class InotifySource:
                 return
         elif name == "pyvenv.cfg" and (op is ev.CREATE or op is ev.MOVED_TO):
             self._folder_became_env(d)
+        elif op is ev.CLOSE_WRITE and not self._reads:
+            # Beside fanotify, which reports every close with its pid, a pid-less close
+            # is nothing to the assembler: not made, not queued (a file written costs one
+            # event fewer). The mask keeps it for the ignore file's rewrite above.
+            return
         self._emit(ev.FileEvent(t, op, p, None, cookie, since))
 
     def _handle_special(self, t: float, wd: int, mask: int, cookie: int, name: str) -> None:

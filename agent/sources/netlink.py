@@ -26,11 +26,13 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Collection
 
 from onlooker.agent import clock
 from onlooker.agent.errors import AgentError
 from onlooker.agent.events import Overflow, ProcExec, ProcExit, ProcFork, ProcInfo
 from onlooker.agent.probes import procfs
+from onlooker.agent.sources.reader import pid_set
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +139,9 @@ def _wait_ack(sock: socket.socket, ack: int, timeout: float) -> int | None:
 class NetlinkProcSource:
     """Emits ProcExec, ProcFork (processes only, not threads) and ProcExit onto `out`."""
 
-    def __init__(self, out: queue.Queue, *, ignore_pid: int) -> None:
+    def __init__(self, out: queue.Queue, *, ignore_pid: int | Collection[int]) -> None:
         self._out = out
-        self._ignore = ignore_pid
+        self._ignore = pid_set(ignore_pid)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -324,7 +326,7 @@ class NetlinkProcSource:
             self._parents.pop(pid, None)
             self._out.put(ProcExit(now, pid, None, None))
         for pid in sorted(current - self._live):  # lower pids first: parents first
-            if pid == self._ignore or not procfs.alive_pid(pid):
+            if pid in self._ignore or not procfs.alive_pid(pid):
                 continue  # the agent, or a zombie whose exit was already reported
             info = procfs.read_info(pid)
             if info is not None:
@@ -336,7 +338,7 @@ class NetlinkProcSource:
         body = at + _EV_HEAD.size
         if what == PROC_EVENT_FORK:
             _ppid, ptgid, cpid, ctgid = _U32X4.unpack_from(data, body)
-            if cpid != ctgid or ptgid == self._ignore:
+            if cpid != ctgid or ptgid in self._ignore:
                 return  # a new thread, or the agent's own child
             if len(self._parents) > _PARENTS_MAX:
                 self._parents.clear()
@@ -349,7 +351,7 @@ class NetlinkProcSource:
                 self._release(ctgid)
         elif what == PROC_EVENT_EXEC:
             tgid = _U32X2.unpack_from(data, body)[1]
-            if tgid == self._ignore:
+            if tgid in self._ignore:
                 return
             now = clock.now()
             self._live.add(tgid)
@@ -372,7 +374,7 @@ class NetlinkProcSource:
             self._out.put(ProcExec(now, info))
         elif what == PROC_EVENT_EXIT:
             pid, tgid, status, _sig = _U32X4.unpack_from(data, body)
-            if pid != tgid or tgid == self._ignore:
+            if pid != tgid or tgid in self._ignore:
                 return  # a thread ended, not the process
             self._live.discard(tgid)
             code, sig = procfs.decode_wait_status(status)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection
 from onlooker.agent import clock
 from onlooker.agent.events import ProcExec, ProcExit
 from onlooker.agent.probes import procfs
+from onlooker.agent.sources.reader import pid_set
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,11 @@ class PollProcSource(TickingSource):
         out: queue.Queue,
         *,
         hz: float,
-        ignore_pid: int,
+        ignore_pid: int | Collection[int],
         watched: Callable[[], Collection[int]],
     ) -> None:
         super().__init__(out, hz=hz)
-        self._ignore = ignore_pid
+        self._ignore = pid_set(ignore_pid)
         self._watched = watched
         # pid -> start ticks (-1: unknown) of every pid listed, reported or not.
         self._known: dict[int, int] = {}
@@ -182,7 +183,7 @@ class PollProcSource(TickingSource):
         self._check_reuse(now)
 
     def _add(self, pid: int, now: float, *, young: bool) -> None:
-        info = None if pid == self._ignore else procfs.read_info(pid)
+        info = None if pid in self._ignore else procfs.read_info(pid)
         if info is None:
             # The agent itself or a kernel thread: remembered, never reported. A process
             # that vanished already is not listed next tick and is dropped then.
@@ -249,7 +250,7 @@ class PollProcSource(TickingSource):
                     return
             pid = cursor.pop()
             ticks = self._known.get(pid, -1)
-            if ticks < 0 or pid == self._ignore:
+            if ticks < 0 or pid in self._ignore:
                 continue
             brief = procfs.stat_brief(pid)
             if brief is not None and brief[2] != ticks:

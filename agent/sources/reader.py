@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 
 log = logging.getLogger(__name__)
 
@@ -24,3 +25,9 @@ def stop_reader(source, name: str) -> None:
             return  # it closes its descriptors itself when it ends
     source._stopping = True
     source._close()
+
+
+def pid_set(pids: int | Collection[int]) -> Collection[int]:
+    """The agent's own pids as a source checks them: one pid, or a set the agent owns
+    and fills before the sources start (its bulk process), checked by membership."""
+    return {pids} if isinstance(pids, int) else pids

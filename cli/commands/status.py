@@ -9,7 +9,14 @@ import click
 from onlooker.agent import config, lifecycle
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.commands.stop import backlog_text
-from onlooker.cli.output import emit, emit_json, human_duration, json_option, table
+from onlooker.cli.output import (
+    emit,
+    emit_json,
+    human_duration,
+    human_size,
+    json_option,
+    table,
+)
 
 
 def gather(state: AppState) -> dict[str, Any]:
@@ -20,6 +27,44 @@ def gather(state: AppState) -> dict[str, Any]:
     with state.catalog() as catalog:
         out["catalog"] = catalog.counts()
     return out
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def render_backlog(backlog: Any) -> str:
+    """"1,204 files to hash (at least 3.1 MiB), 12 events queued, scanning" or "none"."""
+    if not isinstance(backlog, dict):
+        return "none"
+    parts = []
+    files, size = backlog.get("hashing"), backlog.get("hash_bytes")
+    if _num(files) and files:
+        text = f"{files:,} file{'s' if files != 1 else ''} to hash"
+        if _num(size) and size:
+            text += f" (at least {human_size(int(size))})"
+        parts.append(text)
+    for key, label in (("queue", "events queued"),
+                       ("pending_events", "events in the grace window")):
+        if _num(backlog.get(key)) and backlog[key]:
+            parts.append(f"{backlog[key]:,} {label}")
+    if backlog.get("scanning") is True:
+        parts.append("scanning")
+    known = {"hashing", "hash_bytes", "queue", "pending_events", "scanning"}
+    rest = backlog_text({k: v for k, v in backlog.items() if k not in known})
+    if rest:
+        parts.append(rest)
+    return ", ".join(parts) or "none"
+
+
+def render_bulk(bulk: Any) -> str | None:
+    """"bulk process 1234 at CPU idle, IO idle" (None when the agent did not say)."""
+    if not isinstance(bulk, dict) or not bulk:
+        return None
+    where = bulk.get("where", "?")
+    if bulk.get("pid"):
+        where += f" {bulk['pid']}"
+    return f"{where} at CPU {bulk.get('cpu', '?')}, IO {bulk.get('io', '?')}"
 
 
 def render_status(st: dict[str, Any]) -> str:
@@ -48,7 +93,10 @@ def render_status(st: dict[str, Any]) -> str:
     if isinstance(counts, dict) and counts:
         rows.append(("catalog", ", ".join(f"{k} {v}" for k, v in counts.items())))
     if st["running"]:
-        rows.append(("backlog", backlog_text(st.get("backlog")) or "none"))
+        rows.append(("backlog", render_backlog(st.get("backlog"))))
+        bulk = render_bulk(st.get("bulk"))
+        if bulk is not None:
+            rows.append(("hashing", bulk))
     rows.append(("log", st["log"]))
     return table(None, rows)
 

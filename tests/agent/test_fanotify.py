@@ -89,8 +89,9 @@ def test_child_reads_and_writes_carry_its_pid(h: Harness) -> None:
     src, out = h.root / "data" / "in.csv", h.root / "data" / "out.csv"
     pid = h.child(f"open({str(src)!r}).read(); open({str(out)!r}, 'w').write('y')", run=False)
     h.collect(lambda got: ev.CLOSE_WRITE in h.of(out, pid))
-    assert h.of(src, pid) == [ev.OPEN, ev.CLOSE_NOWRITE]
-    assert h.of(out, pid) == [ev.OPEN, ev.CLOSE_WRITE]
+    # An open the kernel merged with its close comes as the close alone.
+    assert h.of(src, pid) in ([ev.OPEN, ev.CLOSE_NOWRITE], [ev.CLOSE_NOWRITE])
+    assert h.of(out, pid) in ([ev.OPEN, ev.CLOSE_WRITE], [ev.CLOSE_WRITE])
 
 
 def test_the_agents_own_reads_are_not_reported(h: Harness) -> None:
@@ -115,7 +116,7 @@ def test_outside_reads_only_for_run_processes_and_kept_paths(h: Harness, tmp_pat
     stranger = h.child(reader, run=False)
     runner = h.child(reader + f"; open({str(marker)!r}, 'w').close()")
     h.collect(lambda got: ev.CLOSE_WRITE in h.of(marker, runner))
-    assert h.of(data, runner) == [ev.OPEN, ev.CLOSE_NOWRITE]
+    assert h.of(data, runner) in ([ev.OPEN, ev.CLOSE_NOWRITE], [ev.CLOSE_NOWRITE])
     assert h.of(data, stranger) == []
     assert h.of(site) == []
     assert not [e for e in h.got if isinstance(e, ev.FileEvent)
@@ -160,5 +161,5 @@ def test_a_project_modules_bytecode_read_is_reported(h: Harness) -> None:
     code = f"import sys; sys.path.insert(0, {str(h.root)!r}); import pkg.helpers"
     pid = h.child(code, run=False)  # reads the cache: the source is only stat'ed
     pyc = str(h.root / "pkg" / "__pycache__" / f"helpers.{sys.implementation.cache_tag}.pyc")
-    h.collect(lambda got: ev.OPEN in h.of(pyc, pid))
+    h.collect(lambda got: ev.CLOSE_NOWRITE in h.of(pyc, pid))
     assert h.of(h.root / "pkg" / "helpers.py", pid) == []
