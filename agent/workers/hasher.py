@@ -25,6 +25,7 @@ from onlooker.store import hashing
 from onlooker.store.errors import (
     ChangedWhileHashing,
     FileVanished,
+    HashError,
     NotAFile,
     OpenForWriting,
     StoreError,
@@ -155,6 +156,28 @@ class SideDoor:
 DONE, RETRY, DOOR = 0, 1, 2
 
 
+class _StoreTrouble:
+    """Says, once a minute at most, that copies are being skipped (a full disk would
+    otherwise log a line per file)."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.said = -self.EVERY
+
+    def skip(self, what: str, err: BaseException) -> None:
+        self.skipped += 1
+        now = time.monotonic()
+        if now - self.said >= self.EVERY:
+            self.said = now
+            log.warning("cannot keep a copy of %s in the object store (%s): hashes are still"
+                        " recorded, copies skipped (%d so far)", what, err, self.skipped)
+
+
+_STORE_TROUBLE = _StoreTrouble()
+
+
 def _done(path: str, hash: str | None, *, size: int = 0, mtime_ns: int = 0, dev: int = 0,
           ino: int = 0, stored: bool = False, error: str | None = None, head: bytes = b"",
           began: float | None = None) -> tuple:
@@ -232,11 +255,24 @@ def hash_job(path: str, copy: bool, settled: bool, tries: int, writers_ok: bool,
             def read(p: str) -> hashing.HashResult:
                 return hash_file(p, store=objects if keep else None, copy=keep,
                                  copy_max_bytes=copy_max, writers_ok=writers_ok)
-        if door is None:
-            res = read(path)
-        else:
-            with door.path(path) as quiet_path:
-                res = read(quiet_path)
+        try:
+            if door is None:
+                res = read(path)
+            else:
+                with door.path(path) as quiet_path:
+                    res = read(quiet_path)
+        except StoreError as err:
+            if not keep or isinstance(err, HashError):
+                raise
+            # the store cannot take the copy (its disk is full, say): the version is
+            # still the file's hash, recorded as only referenced
+            _STORE_TROUBLE.skip(path, err)
+            keep = False
+            if door is None:
+                res = read(path)
+            else:
+                with door.path(path) as quiet_path:
+                    res = read(quiet_path)
     except _NoLink:
         return (DOOR,)
     except OpenForWriting:
@@ -278,6 +314,13 @@ def hash_batch(specs: list[tuple], door: SideDoor | None, *, objects: ObjectStor
                 except Exception:  # never let one file kill a worker
                     log.exception("hashing %s failed", path)
                     outcomes.append((DONE, _done(path, None, error="internal error"), False))
+    except OSError as err:
+        # the batch's pack could not be written (a full disk): its files were hashed,
+        # so their versions stand, as only referenced
+        _STORE_TROUBLE.skip(f"a batch of {len(specs)} files", err)
+        # (the pack writer aborts as a whole, and loose objects are installed after it)
+        outcomes = [(o[0], o[1][:7] + (False,) + o[1][8:], o[2])
+                    if o[0] == DONE and o[1][2] is not None else o for o in outcomes]
     except Exception:
         log.exception("storing a batch of %d objects failed", len(specs))
         outcomes = [(DONE, _done(s[0], None, error="store failed"), False) for s in specs]

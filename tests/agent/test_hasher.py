@@ -130,3 +130,38 @@ def test_hurry_hashes_a_file_held_open_for_writing_at_once(setup):
         h.hurry()
         ev = q.get(timeout=2)
     assert ev.hash == hash_file(p).hash
+
+
+# -- a store that cannot take copies (its disk full) ------------------------------------
+
+
+def _full(*_args, **_kwargs):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("size", [2048, 600 * 1024], ids=["packed", "loose"])
+def test_a_full_store_still_records_the_hash_as_only_referenced(tmp_path, monkeypatch, size):
+    from onlooker.agent.workers.hasher import DONE, hash_batch
+
+    objects = ObjectStore(tmp_path / "objects")
+    files = []
+    for i in range(40):  # enough small ones that the batch writes a pack
+        p = tmp_path / f"f{i:02d}.bin"
+        p.write_bytes(os.urandom(size))
+        old = time.time() - 10
+        os.utime(p, (old, old))
+        files.append(p)
+    monkeypatch.setattr(ObjectStore, "_write_tmp", _full)
+    monkeypatch.setattr("onlooker.store.packs.PackWriter.add_many", _full)
+    monkeypatch.setattr("onlooker.store.objects.ObjectStore._put_copy_of", _full)
+    specs = [(str(p), True, True, 0, True, False) for p in files]
+    outcomes = hash_batch(specs, None, objects=objects, cache=StatCache(), quiet=0.0,
+                          copy_max=1 << 30)
+    assert len(outcomes) == len(files)
+    for p, (kind, done, _) in zip(files, outcomes, strict=True):
+        assert kind == DONE
+        _t, path, h, got_size, *_rest = done
+        stored, error = done[7], done[8]
+        assert path == str(p) and error is None
+        assert h == hash_file(p).hash and got_size == size
+        assert stored is False and not objects.has(h)
