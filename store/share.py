@@ -238,43 +238,56 @@ def _add_object(catalog: Catalog, tar: TarWriter, hash: str, size: int, now: flo
             raise damaged_store
 
 
+def _pack_spans(catalog: Catalog, pack: str, items: list[tuple[int, int, str]]
+                ) -> Iterator[tuple[str, int, memoryview]] | None:
+    """(hash, size, bytes) of a pack's objects (offset, size, hash), the pack opened
+    once and read in its own order in spans of up to _SPAN bytes (one open or one read
+    per small object would cost more than its bytes); None when the pack is gone."""
+    try:
+        f = open(catalog.objects.packs.dir / f"{pack}.pack", "rb", buffering=0)
+    except FileNotFoundError:  # repacked since (gc)
+        return None
+
+    def spans() -> Iterator[tuple[str, int, memoryview]]:
+        with f:
+            fd = f.fileno()
+            ordered = sorted(items)
+            i = 0
+            while i < len(ordered):
+                start = ordered[i][0]
+                stop = start + ordered[i][1]
+                j = i + 1
+                while (j < len(ordered) and ordered[j][0] - stop <= _GAP
+                       and ordered[j][0] + ordered[j][1] - start <= _SPAN):
+                    stop = max(stop, ordered[j][0] + ordered[j][1])
+                    j += 1
+                data = os.pread(fd, stop - start, start)
+                if len(data) != stop - start:
+                    raise StoreError(f"pack {pack} in the store at {catalog.objects.root}"
+                                     " is shorter than its index says: it is damaged")
+                view = memoryview(data)
+                for offset, size, hash in ordered[i:j]:
+                    yield hash, size, view[offset - start:offset - start + size]
+                i = j
+
+    return spans()
+
+
 def _add_packed(catalog: Catalog, tar: TarWriter, pack: str,
                 items: list[tuple[int, int, str]], objects: dict[str, int], now: float
                 ) -> None:
-    """The objects of one pack (offset, size, hash) into the archive, each hashed: the
-    pack opened once and read in its own order in spans of up to _SPAN bytes (one
-    open or one read per small object would cost more than its bytes)."""
-    try:
-        f = open(catalog.objects.packs.dir / f"{pack}.pack", "rb", buffering=0)
-    except FileNotFoundError:  # repacked since (gc): one by one, through the index
+    """The objects of one pack (offset, size, hash) into the archive, each hashed."""
+    spans = _pack_spans(catalog, pack, items)
+    if spans is None:  # one by one, through the index
         for _, _, hash in items:
             _add_object(catalog, tar, hash, objects[hash], now)
         return
     mtime = int(now)
-    items.sort()
-    with f:
-        fd = f.fileno()
-        i = 0
-        while i < len(items):
-            start = items[i][0]
-            stop = start + items[i][1]
-            j = i + 1
-            while (j < len(items) and items[j][0] - stop <= _GAP
-                   and items[j][0] + items[j][1] - start <= _SPAN):
-                stop = max(stop, items[j][0] + items[j][1])
-                j += 1
-            data = os.pread(fd, stop - start, start)
-            if len(data) != stop - start:
-                raise StoreError(f"pack {pack} in the store at {catalog.objects.root} is"
-                                 " shorter than its index says: it is damaged")
-            view = memoryview(data)
-            for offset, size, hash in items[i:j]:
-                body = view[offset - start:offset - start + size]
-                hexdigest = hash[7:]
-                if size != objects[hash] or blake3.blake3(body).hexdigest() != hexdigest:
-                    raise _damaged_object(catalog, hash)
-                tar.add_object(b"objects/" + hexdigest.encode(), body, mtime)
-            i = j
+    for hash, size, body in spans:
+        hexdigest = hash[7:]
+        if size != objects[hash] or blake3.blake3(body).hexdigest() != hexdigest:
+            raise _damaged_object(catalog, hash)
+        tar.add_object(b"objects/" + hexdigest.encode(), body, mtime)
 
 
 # Kinds whose stored copies may carry a credential in their text (a config's api_key, a
@@ -283,39 +296,45 @@ def _add_packed(catalog: Catalog, tar: TarWriter, pack: str,
 _SCANNED_KINDS = frozenset({"config", "log", "metrics", "code", "notebook", "other"})
 
 
-def _read_objects(catalog: Catalog, hashes: list[str], limit: int
+def _read_objects(catalog: Catalog, packed: dict[str, list[tuple[int, int, str]]],
+                  loose: list[str], wanted: set[str], limit: int
                   ) -> Iterator[tuple[str, bytes]]:
-    """(hash, bytes) of those objects no larger than `limit`, packed ones a pack at a
-    time (ObjectStore.read_packed), then loose ones."""
-    store = catalog.objects
-    seen = set()
-    for hash, data in store.read_packed(hashes):
-        seen.add(hash)
-        yield hash, data
-    for hash in hashes:
-        if hash in seen:
+    """(hash, bytes) of the `wanted` objects no larger than `limit`: packed ones through
+    the spans export writes them from, then loose ones."""
+    for pack, items in packed.items():
+        mine = [it for it in items if it[2] in wanted]
+        spans = _pack_spans(catalog, pack, mine) if mine else None
+        if spans is None:
+            loose = [*loose, *(it[2] for it in mine)]
             continue
-        path = store.path_for(hash)
+        for hash, _, body in spans:
+            yield hash, bytes(body)
+    for hash in loose:
+        if hash not in wanted:
+            continue
         try:
-            if path.stat().st_size > limit:
-                continue
-            yield hash, path.read_bytes()
-        except OSError:
-            continue  # gone since: the export's own check says so
+            with catalog.objects.open(hash) as f:
+                if os.fstat(f.fileno()).st_size > limit:
+                    continue
+                yield hash, f.read()
+        except (OSError, StoreError, ValueError, AttributeError):
+            continue  # gone since, or packed after all: the export's own check says so
 
 
 def withheld_objects(catalog: Catalog, versions: list[dict[str, Any]], diffs: set[str],
-                     objects: dict[str, int]) -> dict[str, str]:
+                     packed: dict[str, list[tuple[int, int, str]]], loose: list[str]
+                     ) -> dict[str, str]:
     """{hash: why} for the objects about to be exported whose text holds a credential
     (store/secret_scan.py): stored copies of text kinds, and git diffs."""
     from .secret_scan import SCAN_MAX, secrets_among
 
-    candidates = {v["hash"] for v in versions
-                  if v["stored"] and v["kind"] in _SCANNED_KINDS and v["hash"] in objects}
-    candidates |= diffs & objects.keys()
-    if not candidates:
+    present = {it[2] for items in packed.values() for it in items} | set(loose)
+    wanted = {v["hash"] for v in versions
+              if v["stored"] and v["kind"] in _SCANNED_KINDS and v["hash"] in present}
+    wanted |= diffs & present
+    if not wanted:
         return {}
-    return secrets_among(_read_objects(catalog, sorted(candidates), SCAN_MAX))
+    return secrets_among(_read_objects(catalog, packed, loose, wanted, SCAN_MAX))
 
 
 def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.PathLike[str],
@@ -371,7 +390,7 @@ def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.Pat
             v["stored"] = 0
             missing += 1
     secret: dict[str, str] = {} if include_secrets else withheld_objects(
-        catalog, got["versions"], got["diffs"], objects)
+        catalog, got["versions"], got["diffs"], packed, loose)
     withheld: list[dict[str, Any]] = []
     if secret:
         for v in stored:
