@@ -80,6 +80,11 @@ class Agent:
         # 20,000 files makes about 80,000 events; queue.Queue cost ~2 us each per side).
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.stop_event = threading.Event()
+        try:  # the folder's identity at start: a folder put in its place is another one
+            st = os.stat(self.project)
+            self._project_id: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            self._project_id = None
         self.rescan_event = threading.Event()
         self.started = clock.now()
         self.started_wall = time.time()
@@ -288,6 +293,14 @@ class Agent:
             # must not show the idle state from before it.
             open_now = len(self.assembler.open_runs())
             if time.monotonic() - last_status >= _STATUS_EVERY or open_now != open_said:
+                gone = self._project_gone()
+                if gone:
+                    # nothing here can be watched or written any more: stop cleanly,
+                    # once, instead of warning every 2 s for ever
+                    log.error("%s; the agent stops (run `onlooker start` where the project"
+                              " is now)", gone)
+                    self.stop_event.set()
+                    break
                 with self.catalog.transaction():
                     self._launcher_records()
                 self._write_status()
@@ -321,6 +334,21 @@ class Agent:
             self._launcher_records(final=True)
         save_env_cache(self.store_dir)
         log.info("stopped")
+
+    def _project_gone(self) -> str | None:
+        """Why the folder this agent watches is no longer the project (moved, renamed,
+        deleted, or its .onlooker/ removed), or None."""
+        try:
+            st = os.stat(self.project)
+        except OSError:
+            return f"the project folder {self.project} was moved or deleted"
+        if self._project_id is None:
+            self._project_id = (st.st_dev, st.st_ino)
+        elif (st.st_dev, st.st_ino) != self._project_id:
+            return f"the project folder {self.project} was moved (another folder is there now)"
+        if not os.path.isdir(self.store_dir):
+            return f"{self.store_dir} was removed"
+        return None
 
     def _next_wait(self) -> float:
         """How long the loop may sleep: until the next grace window closes, at most
