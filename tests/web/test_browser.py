@@ -188,7 +188,7 @@ def test_a_new_run_shows_up_while_the_page_is_open(driver, base, project, runs):
     driver.get(base + "/")
     until(driver, lambda d: css(d, "#runs-table tbody tr"))
     before = table_ids(driver)
-    fit(project, 0.2)
+    fit(project, 0.2, "--pause", "0.01")  # past the poll tier's 100 ms promise
     settle(project)
     until(driver, lambda d: len(table_ids(d)) == len(before) + 1, timeout=20)
     assert table_ids(driver)[1:] == before
