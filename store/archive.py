@@ -114,6 +114,21 @@ class TarWriter:
         if len(buf) >= _CHUNK:
             self.flush()
 
+    def add_objects(self, members: list[tuple[bytes, memoryview]], mtime: int) -> None:
+        """add_object for many (name, data) at once: the loop of exporting 20,000 small
+        objects, with its lookups hoisted (a few microseconds an object count here)."""
+        buf, header, zeros, offset = self._buf, _ustar_header, _ZEROS, self.offset
+        for name, data in members:
+            size = len(data)
+            pad = -size % 512
+            buf += header(name, size, mtime)
+            buf += data
+            buf += zeros[:pad]
+            offset += 512 + size + pad
+        self.offset = offset
+        if len(buf) >= _CHUNK:
+            self.flush()
+
     def add_file(self, name: str, src: int, size: int, mtime: float) -> None:
         """`size` bytes of the open file `src` from its start; OSError if it has fewer."""
         self._header(name, size, mtime)
@@ -283,7 +298,7 @@ class Staged:
         assert self.tmpdir is not None
         name = f"{self.tmpdir}/{uuid.uuid4().hex}"
         with self.writing():
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.temps.append(name)
         return name, fd
 

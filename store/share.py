@@ -239,16 +239,17 @@ def _add_object(catalog: Catalog, tar: TarWriter, hash: str, size: int, now: flo
 
 
 def _pack_spans(catalog: Catalog, pack: str, items: list[tuple[int, int, str]]
-                ) -> Iterator[tuple[str, int, memoryview]] | None:
-    """(hash, size, bytes) of a pack's objects (offset, size, hash), the pack opened
-    once and read in its own order in spans of up to _SPAN bytes (one open or one read
-    per small object would cost more than its bytes); None when the pack is gone."""
+                ) -> Iterator[tuple[memoryview, list[tuple[int, int, str]]]] | None:
+    """The pack's objects (offset, size, hash), the pack opened once and read in its own
+    order in spans of up to _SPAN bytes (one open or one read per small object would
+    cost more than its bytes): each span's bytes with its objects (offset in the span,
+    size, hash); None when the pack is gone."""
     try:
         f = open(catalog.objects.packs.dir / f"{pack}.pack", "rb", buffering=0)
     except FileNotFoundError:  # repacked since (gc)
         return None
 
-    def spans() -> Iterator[tuple[str, int, memoryview]]:
+    def spans() -> Iterator[tuple[memoryview, list[tuple[int, int, str]]]]:
         with f:
             fd = f.fileno()
             ordered = sorted(items)
@@ -265,9 +266,8 @@ def _pack_spans(catalog: Catalog, pack: str, items: list[tuple[int, int, str]]
                 if len(data) != stop - start:
                     raise StoreError(f"pack {pack} in the store at {catalog.objects.root}"
                                      " is shorter than its index says: it is damaged")
-                view = memoryview(data)
-                for offset, size, hash in ordered[i:j]:
-                    yield hash, size, view[offset - start:offset - start + size]
+                yield memoryview(data), [(offset - start, size, hash)
+                                         for offset, size, hash in ordered[i:j]]
                 i = j
 
     return spans()
@@ -282,12 +282,16 @@ def _add_packed(catalog: Catalog, tar: TarWriter, pack: str,
         for _, _, hash in items:
             _add_object(catalog, tar, hash, objects[hash], now)
         return
-    mtime = int(now)
-    for hash, size, body in spans:
-        hexdigest = hash[7:]
-        if size != objects[hash] or blake3.blake3(body).hexdigest() != hexdigest:
-            raise _damaged_object(catalog, hash)
-        tar.add_object(b"objects/" + hexdigest.encode(), body, mtime)
+    mtime, new_hasher = int(now), blake3.blake3
+    for view, members in spans:
+        checked = []
+        for offset, size, hash in members:
+            body = view[offset:offset + size]
+            hexdigest = hash[7:]
+            if size != objects[hash] or new_hasher(body).hexdigest() != hexdigest:
+                raise _damaged_object(catalog, hash)
+            checked.append((b"objects/" + hexdigest.encode(), body))
+        tar.add_objects(checked, mtime)
 
 
 # Kinds whose stored copies may carry a credential in their text (a config's api_key, a
@@ -307,8 +311,9 @@ def _read_objects(catalog: Catalog, packed: dict[str, list[tuple[int, int, str]]
         if spans is None:
             loose = [*loose, *(it[2] for it in mine)]
             continue
-        for hash, _, body in spans:
-            yield hash, bytes(body)
+        for view, members in spans:
+            for offset, size, hash in members:
+                yield hash, bytes(view[offset:offset + size])
     for hash in loose:
         if hash not in wanted:
             continue
@@ -452,7 +457,7 @@ def import_archive(catalog: Catalog, path: str | os.PathLike[str]) -> dict[str, 
     path = Path(os.path.abspath(path))
     store = catalog.objects
     try:
-        store.tmp.mkdir(parents=True, exist_ok=True)
+        store._tmpdir()  # the owner's, private (store/private.py)
     except OSError as err:
         raise StoreError(f"cannot write to the object store at {store.root}:"
                          f" {err.strerror or err}") from err
