@@ -17,7 +17,7 @@ from typing import Any
 from onlooker.agent import clock, launcher, lifecycle
 from onlooker.agent import config as config_mod
 from onlooker.agent.assembly.assembler import Assembler, Probes
-from onlooker.agent.errors import AgentError
+from onlooker.agent.errors import AgentError, CatalogBroken
 from onlooker.agent.events import ProcInfo, Stop
 from onlooker.agent.probes import environment, gitstate, procfs
 from onlooker.agent.probes.gpu import GpuReader
@@ -32,7 +32,7 @@ from onlooker.agent.workers.hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
 from onlooker.agent.workers.scan import walk
 from onlooker.agent.workers.telemetry import TelemetrySampler
 from onlooker.store.catalog import Catalog
-from onlooker.store.errors import StoreError
+from onlooker.store.errors import CatalogCorrupt, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,11 @@ class Agent:
         last_status = time.monotonic()
         open_said = 0
         while not self.stop_event.is_set():
-            self._pump(timeout=self._next_wait())
+            try:
+                self._pump(timeout=self._next_wait())
+            except CatalogCorrupt as err:
+                self._halt(err)
+                return
             # A run that opened or closed is said at once: `status` right after a command
             # must not show the idle state from before it.
             open_now = len(self.assembler.open_runs())
@@ -350,6 +354,20 @@ class Agent:
             return f"{self.store_dir} was removed"
         return None
 
+    def _halt(self, err: CatalogCorrupt) -> None:
+        """The catalog went bad under the agent (a disk error, a write from outside):
+        nothing it sees can be recorded any more, so it stops the sources and its
+        workers, says so once and exits non-zero, rather than logging every event's
+        failure or being restarted into the same wall by a supervisor."""
+        self.state = "stopping"
+        for src in self.sources:
+            src.stop()
+        self.telemetry.stop()
+        self.gpu.close()
+        self.hasher.stop()
+        raise CatalogBroken(f"{err}; the agent stopped, and `onlooker start` goes on once"
+                            " it is repaired") from err
+
     def _next_wait(self) -> float:
         """How long the loop may sleep: until the next grace window closes, at most
         _IDLE_WAIT (the status file and launcher records are looked at between)."""
@@ -402,6 +420,8 @@ class Agent:
                     continue
                 try:
                     self.assembler.handle(ev)
+                except CatalogCorrupt:
+                    raise  # not one bad event: every write from now on fails the same way
                 except Exception:  # one bad event must not end the agent
                     # not %r: a process event holds argv and environment (secrets)
                     log.exception("could not record a %s event", type(ev).__name__)
@@ -574,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(Path(args[0]))
+    except CatalogBroken as err:  # it was running: no "cannot start"
+        log.error("%s", err)
+        return 1
     except (AgentError, StoreError) as err:
         # One sentence, marked so that `onlooker start` can say it as it is.
         log.error("%s%s", lifecycle.FAILED_MARK, err)

@@ -73,34 +73,54 @@ def _integrity(path: Path) -> list[str]:
 
 
 def _rebuild(path: Path) -> tuple[bool, str]:
-    """Replace the catalog by a copy made from its tables; (done, what happened)."""
+    """Replace the catalog by a copy made from what of its tables can be read; (done,
+    what happened). Rows past a damaged page of a table are lost, and said; a file
+    whose schema cannot be read at all gives way to a new, empty catalog (the objects
+    stay, and the agent's next start records the project's files again)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     fresh = path.with_name(f".{path.name}.rebuilt-{stamp}")
     kept = path.with_name(f"{path.name}.damaged-{stamp}")
     fresh.unlink(missing_ok=True)
     try:
-        _copy_tables(path, fresh)
+        lost = _copy_tables(path, fresh)
     except sqlite3.Error as err:
         fresh.unlink(missing_ok=True)
-        return False, f"its tables cannot be read either ({err})"
-    left = _integrity(fresh)
-    if left:
-        fresh.unlink(missing_ok=True)
-        return False, f"the copy of its tables is damaged too ({left[0]})"
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\0":  # never a catalog: not ours to replace
+                return False, f"its tables cannot be read either ({err})"
+        lost = None
+        unreadable = str(err)
+    else:
+        left = _integrity(fresh)
+        if left:
+            fresh.unlink(missing_ok=True)
+            return False, f"the copy of its tables is damaged too ({left[0]})"
     os.replace(path, kept)
     for suffix in ("-wal", "-shm"):  # they belong to the damaged file
         side = path.with_name(path.name + suffix)
         if side.exists():
             os.replace(side, kept.with_name(kept.name + suffix))
+    if lost is None:
+        from onlooker.store.catalog import Catalog
+
+        Catalog(path.parent, project=path.parent.parent).close()  # a new, empty one
+        return True, (f"nothing of it could be read ({unreadable}): a new, empty catalog"
+                      " took its place (the stored objects are kept, and `onlooker start`"
+                      f" records the project's files again); the damaged file is kept as"
+                      f" {kept.name}")
     os.replace(fresh, path)
-    return True, f"rebuilt from its tables; the damaged file is kept as {kept.name}"
+    said = f"; rows lost in {', '.join(lost)}" if lost else ""
+    return True, f"rebuilt from its tables{said}; the damaged file is kept as {kept.name}"
 
 
-def _copy_tables(path: Path, fresh: Path) -> None:
+def _copy_tables(path: Path, fresh: Path) -> list[str]:
     """Rows table by table, read without any index, into a new file whose indexes are
-    built after: VACUUM INTO would copy a damaged index's pages as they are."""
+    built after: VACUUM INTO would copy a damaged index's pages as they are. A table
+    that cannot be read to its end keeps the rows read before the damage; returns those
+    tables' names (sqlite3.Error when not even the schema can be read)."""
     old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     new = sqlite3.connect(fresh)
+    lost: list[str] = []
     try:
         version = old.execute("PRAGMA user_version").fetchone()[0]
         schema = old.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT"
@@ -110,21 +130,28 @@ def _copy_tables(path: Path, fresh: Path) -> None:
             for _, sql in tables:
                 new.execute(sql)
             for name, _ in tables:
-                cur = old.execute(f'SELECT * FROM "{name}" NOT INDEXED')
-                marks = ",".join("?" * len(cur.description))
-                while rows := cur.fetchmany(5000):
-                    new.executemany(f'INSERT INTO "{name}" VALUES ({marks})', rows)
+                try:
+                    cur = old.execute(f'SELECT * FROM "{name}" NOT INDEXED')
+                    marks = ",".join("?" * len(cur.description))
+                    while rows := cur.fetchmany(5000):
+                        new.executemany(f'INSERT INTO "{name}" VALUES ({marks})', rows)
+                except sqlite3.DatabaseError:
+                    lost.append(name)
             for kind, _name, sql in schema:
                 if kind in ("index", "trigger", "view"):
                     new.execute(sql)
             if any(n == "sqlite_sequence" for _, n, _ in schema):
                 new.execute("DELETE FROM sqlite_sequence")
-                new.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
-                                old.execute("SELECT name, seq FROM sqlite_sequence"))
+                try:
+                    seqs = old.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
+                except sqlite3.DatabaseError:
+                    seqs = []  # AUTOINCREMENT then goes on from the rows kept
+                new.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", seqs)
         new.execute(f"PRAGMA user_version = {int(version)}")
     finally:
         old.close()
         new.close()
+    return lost
 
 
 def _object_ok(catalog: Any, hash: str, verify: bool) -> str | None:

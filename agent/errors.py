@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class AgentError(Exception):
     """An error the user can act on; its message says what and what to do."""
+
+
+class CatalogBroken(AgentError):
+    """The catalog became unusable while the agent was watching; it stopped."""

@@ -146,6 +146,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # a bug: still one line unless asked for the traceback
         if os.environ.get("ONLOOKER_DEBUG"):
             raise
+        sqlite3 = sys.modules.get("sqlite3")  # loaded if a catalog was opened at all
+        if sqlite3 is not None and isinstance(err, sqlite3.DatabaseError):
+            # a read of a damaged catalog the store did not translate: the user's fault
+            # is none, the remedy is known
+            click.echo(f"onlooker: the catalog is damaged ({err}): `onlooker doctor` says"
+                       " what is wrong, and `onlooker doctor --fix` rebuilds it", err=True)
+            sys.exit(EXIT_ERROR)
         click.echo(
             f"onlooker: internal error: {type(err).__name__}: {err} "
             "(set ONLOOKER_DEBUG=1 to see the traceback)",

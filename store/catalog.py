@@ -14,7 +14,7 @@ from typing import Any
 
 from . import records, schema, views
 from .diff import diff_runs
-from .errors import CatalogCorrupt, NoSuchRun, NotInitialized, StoreError
+from .errors import NoSuchRun, NotInitialized, StoreError, sqlite_error
 from .metrics import MetricsMixin
 from .objects import ObjectStore, hash_bytes
 from .tags import TagsMixin
@@ -26,7 +26,6 @@ STORE_DIR = ".onlooker"
 CATALOG_NAME = "catalog.db"
 OBJECTS_NAME = "objects"
 BUSY_TIMEOUT_MS = 10_000
-_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 # Asset ids the agent wrote lately (path -> (id, kind)), so that a new version of a
 # known file costs one statement; bounded, as a project may hold millions of files.
 _ASSET_IDS_MAX = 200_000
@@ -45,12 +44,7 @@ _FILES_SQL = (
 )
 
 
-def _translate(err: sqlite3.Error, path: Path) -> StoreError:
-    code = getattr(err, "sqlite_errorcode", None)
-    text = str(err)
-    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
-        return CatalogCorrupt(f"{path} is not a usable onlooker catalog ({text})")
-    return StoreError(f"cannot use the catalog at {path}: {text}")
+_translate = sqlite_error
 
 
 _text = records.safe_text
@@ -190,7 +184,7 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
             try:
                 yield
             finally:
-                self._conn.execute("COMMIT")
+                self._execute("COMMIT")
 
     def _execute(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> sqlite3.Cursor:
         try:

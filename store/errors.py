@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+
 
 class StoreError(Exception):
     """Base of every error the store raises on purpose."""
@@ -57,3 +60,17 @@ class ChangedWhileHashing(HashError):
 
 class OpenForWriting(ChangedWhileHashing):
     """A process holds the file open for writing: its content may be half written."""
+
+
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def sqlite_error(err: sqlite3.Error, path: os.PathLike[str] | str) -> StoreError:
+    """The StoreError a failed SQLite call on the catalog at `path` is to the user: a
+    damaged file is CatalogCorrupt, with the remedy."""
+    code = getattr(err, "sqlite_errorcode", None)
+    text = str(err)
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
+        return CatalogCorrupt(f"{path} is not a usable onlooker catalog ({text}):"
+                              " `onlooker doctor --fix` rebuilds it from what is readable")
+    return StoreError(f"cannot use the catalog at {path}: {text}")

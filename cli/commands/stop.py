@@ -51,4 +51,5 @@ def stop(state: AppState, timeout: float) -> None:
     with state.catalog() as catalog:
         counts = catalog.counts()
     runs = counts.get("runs") if isinstance(counts, dict) else None
-    emit(f"stopped; {runs if runs is not None else '?'} runs in the catalog")
+    emit(f"stopped; {runs if runs is not None else '?'} run{'' if runs == 1 else 's'}"
+         " in the catalog")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .. import records
-from ..errors import StoreError
+from ..errors import StoreError, sqlite_error
 from ..schema import NOTEBOOK_SINCE
 from .evaluate import Filter, _time_bounds, _value_test, as_text, json_value
 from .keys import (
@@ -332,6 +332,9 @@ class _Compiler:
         except sqlite3.Error as err:
             if self.error:
                 raise self.error[0] from None
+            if isinstance(err, sqlite3.DatabaseError) and not isinstance(
+                    err, sqlite3.OperationalError | sqlite3.ProgrammingError):
+                raise sqlite_error(err, self.catalog.path) from err  # damaged: the remedy
             raise StoreError(f"cannot query the catalog at {self.catalog.path}: {err}") from err
 
 
