@@ -359,9 +359,10 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         """Runs still marked running, for the agent to re-attach or close after a restart."""
         extra = ", notebook, notebook_via" if self.schema_version >= schema.NOTEBOOK_SINCE \
             else ""
-        rows = self._execute(f"SELECT id, pid, pid_start, started_at, hostname{extra} FROM runs"
-                             " WHERE status = 'running' ORDER BY id").fetchall()
-        return [dict(row) for row in rows]
+        rows = self._execute(f"SELECT id, pid, pid_start, started_at, hostname, command, cwd"
+                             f"{extra} FROM runs WHERE status = 'running' ORDER BY id"
+                             ).fetchall()
+        return [{**dict(row), "command": records.loads(row["command"]) or []} for row in rows]
 
     def latest_version(self, path: str) -> dict | None:
         """The content last seen at `path`: {"hash", "size", "mtime_ns"} or None."""

@@ -145,6 +145,8 @@ class Assembler(KernelSide, FileSide):
         self.pending_pids: Counter[int] = Counter()
         # Unix start times of runs that ended while the agent was down (`lost`).
         self.lost_starts: list[float] = []
+        # (Unix start, paths its command line named) of each of them
+        self.lost_named: list[tuple[float, set[str]]] = []
         # Unix time since which the project has been watched (its first run), set by the
         # daemon: a file a scan finds changed after it is a change no run was seen to
         # make, counted; before it, a file that was there before onlooker.
@@ -299,10 +301,18 @@ class Assembler(KernelSide, FileSide):
 
     # -- processes ------------------------------------------------------------
 
-    def note_lost(self, started_at: float) -> None:
+    def note_lost(self, started_at: float, argv: list[str] | None = None,
+                  cwd: str | None = None) -> None:
         """A run the catalog had open ended while the agent was down (started then,
-        Unix seconds): files changed since may be its, so a restart scan claims none."""
+        Unix seconds): files changed since may be its, so a restart scan claims none
+        unless the command lines tell (`FileSide._rescan_claim`): the paths this one
+        named are kept for that."""
         self.lost_starts.append(started_at)
+        base = cwd or str(self.project)
+        named = {os.path.normpath(os.path.join(base, v)) for a in (argv or [])[1:]
+                 if (v := a.split("=", 1)[1] if a.startswith("-") and "=" in a else a)
+                 and not v.startswith("-") and len(v) <= 4096 and "\n" not in v}
+        self.lost_named.append((started_at, named))
 
     def reattach(self, row: dict, info: ProcInfo, descendants: list[ProcInfo]) -> None:
         """Adopt a run the catalog has open whose root process is still alive."""

@@ -75,6 +75,7 @@ class FileSide:
     stat_rows: list
     stats: Any
     lost_starts: list
+    lost_named: list
     watched_since: float | None
     clock: Any
 
@@ -547,10 +548,16 @@ class FileSide:
         else:
             # Changed while the agent was down: a run re-attached at start was alive
             # all along since its start; a run that ended meanwhile (lost) may have
-            # been too, from its start on, so any such one leaves the file unclaimed.
-            if any(started <= changed + 0.011 for started in self.lost_starts):
-                return None
+            # been too, from its start on, so any such one leaves the file unclaimed,
+            # unless the command lines tell: the re-attached run names the file's
+            # folder (`--out runs/7`) and no lost one names the file. (A run killed
+            # with the agent is often lost only because the agent had not closed it.)
             cands = [r for r in self.runs if r.reattached and r.started - 0.011 <= t]
+            lost = [named for started, named in self.lost_named if started <= changed + 0.011]
+            if lost or any(started <= changed + 0.011 for started in self.lost_starts):
+                if not (len(cands) == 1 and attribution.named(path, cands[0].argv_paths)
+                        and not any(attribution.named(path, n) for n in lost)):
+                    return None
         return cands[0] if len(cands) == 1 else None
 
     def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None, *,
