@@ -254,8 +254,7 @@ class Agent:
                     self.assembler.reattach(row, info, kids)
                     log.info("re-attached to run %d (pid %d)", row["id"], row["pid"])
                     continue
-            self.assembler.note_lost(row["started_at"], argv=row.get("command") or [],
-                                     cwd=row.get("cwd"))
+            self.assembler.note_lost(row["started_at"], row)
             self.catalog.update_run(row["id"], status="lost")
             self.catalog.close_open_steps(row["id"], status="lost")
             log.info("run %d ended while the agent was down: lost", row["id"])

@@ -145,8 +145,8 @@ class Assembler(KernelSide, FileSide):
         self.pending_pids: Counter[int] = Counter()
         # Unix start times of runs that ended while the agent was down (`lost`).
         self.lost_starts: list[float] = []
-        # (Unix start, paths its command line named) of each of them
-        self.lost_named: list[tuple[float, set[str]]] = []
+        # ...or, where the catalog said which, those runs themselves (closed)
+        self.lost_runs: list[Run] = []
         # Unix time since which the project has been watched (its first run), set by the
         # daemon: a file a scan finds changed after it is a change no run was seen to
         # make, counted; before it, a file that was there before onlooker.
@@ -301,18 +301,31 @@ class Assembler(KernelSide, FileSide):
 
     # -- processes ------------------------------------------------------------
 
-    def note_lost(self, started_at: float, argv: list[str] | None = None,
-                  cwd: str | None = None) -> None:
+    def note_lost(self, started_at: float, row: dict | None = None) -> None:
         """A run the catalog had open ended while the agent was down (started then,
         Unix seconds): files changed since may be its, so a restart scan claims none
-        unless the command lines tell (`FileSide._rescan_claim`): the paths this one
-        named are kept for that."""
-        self.lost_starts.append(started_at)
-        base = cwd or str(self.project)
-        named = {os.path.normpath(os.path.join(base, v)) for a in (argv or [])[1:]
-                 if (v := a.split("=", 1)[1] if a.startswith("-") and "=" in a else a)
-                 and not v.startswith("-") and len(v) <= 4096 and "\n" not in v}
-        self.lost_named.append((started_at, named))
+        unless the command lines tell (`FileSide._rescan_claim`). With its catalog
+        `row` (id, pid, command, cwd, root_step) it is kept for that, closed; without,
+        only its start is known."""
+        if row is None:
+            self.lost_starts.append(started_at)
+            return
+        argv = tuple(row.get("command") or ())
+        started = started_at - self.clock.to_wall(0.0)  # on the agent clock
+        pid = int(row.get("pid") or 0)
+        info = ProcInfo(pid=pid, ppid=0, argv=argv, cwd=row.get("cwd"), exe=None, uid=None,
+                        start_ticks=int(row.get("pid_start") or 0), started=started)
+        run = Run(db_id=int(row["id"]), root_pid=pid, root_start=info.start_ticks, info=info,
+                  started=started, closed=True)
+        if row.get("root_step") is not None:
+            run.root_step = Step(int(row["root_step"]), pid, None, started)
+            run.steps.append(run.root_step)
+        base = info.cwd or str(self.project)
+        run.argv_paths = {os.path.normpath(os.path.join(base, v)) for a in argv[1:]
+                          if (v := a.split("=", 1)[1] if a.startswith("-") and "=" in a
+                              else a)
+                          and not v.startswith("-") and len(v) <= 4096 and "\n" not in v}
+        self.lost_runs.append(run)
 
     def reattach(self, row: dict, info: ProcInfo, descendants: list[ProcInfo]) -> None:
         """Adopt a run the catalog has open whose root process is still alive."""

@@ -75,7 +75,7 @@ class FileSide:
     stat_rows: list
     stats: Any
     lost_starts: list
-    lost_named: list
+    lost_runs: list[Run]
     watched_since: float | None
     clock: Any
 
@@ -548,16 +548,16 @@ class FileSide:
         else:
             # Changed while the agent was down: a run re-attached at start was alive
             # all along since its start; a run that ended meanwhile (lost) may have
-            # been too, from its start on, so any such one leaves the file unclaimed,
-            # unless the command lines tell: the re-attached run names the file's
-            # folder (`--out runs/7`) and no lost one names the file. (A run killed
-            # with the agent is often lost only because the agent had not closed it.)
+            # been too, from its start on. With such a one the command lines decide:
+            # the one candidate naming the file or its folder (`--out runs/7`) gets
+            # it, the lost one included (a run that ended just before the agent was
+            # killed is lost only because the agent had not closed it yet).
+            if any(started <= changed + 0.011 for started in self.lost_starts):
+                return None  # a lost run whose command line is not known
             cands = [r for r in self.runs if r.reattached and r.started - 0.011 <= t]
-            lost = [named for started, named in self.lost_named if started <= changed + 0.011]
-            if lost or any(started <= changed + 0.011 for started in self.lost_starts):
-                if not (len(cands) == 1 and attribution.named(path, cands[0].argv_paths)
-                        and not any(attribution.named(path, n) for n in lost)):
-                    return None
+            lost = [r for r in self.lost_runs if r.started - 0.011 <= t]
+            if lost:
+                cands = [r for r in cands + lost if attribution.named(path, r.argv_paths)]
         return cands[0] if len(cands) == 1 else None
 
     def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None, *,

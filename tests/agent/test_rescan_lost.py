@@ -27,6 +27,14 @@ def _reattached(asm, project, argv, started):
     asm.reattach(row, info(20, argv, cwd=str(project), started=started), [])
 
 
+def _lost(asm, project, argv, started, run_id=1):
+    """A run the catalog had open whose process was gone at the agent's start."""
+    asm.catalog.runs[run_id] = {"status": "lost"}
+    asm.note_lost(asm.clock.to_wall(started),
+                  {"id": run_id, "pid": 10 + run_id, "pid_start": 1, "command": argv,
+                   "cwd": str(project), "root_step": None})
+
+
 def _changed_while_down(asm, project, rel):
     changed = int(asm.clock.to_wall(T0 - 2) * 1e9)
     asm.handle(HashDone(T0 + 1, f"{project}/{rel}", fh(rel, 0), size=1, mtime_ns=changed))
@@ -35,8 +43,7 @@ def _changed_while_down(asm, project, rel):
 def test_the_reattached_run_naming_the_folder_gets_it_beside_a_lost_one(project):
     asm, cat, _ = make(project)
     asm.agent_started = T0
-    asm.note_lost(asm.clock.to_wall(T0 - 9), argv=["python", "ckpt.py", "out/r46", "30"],
-                  cwd=str(project))
+    _lost(asm, project, ["python", "ckpt.py", "out/r46", "30"], T0 - 9)
     _reattached(asm, project, ["python", "ckpt.py", "out/r47", "30"], T0 - 5)
     _changed_while_down(asm, project, "out/r47/ckpt_3.pt")
     assert set(cat.io(2, "output")) == {"out/r47/ckpt_3.pt"}
@@ -46,8 +53,7 @@ def test_the_reattached_run_naming_the_folder_gets_it_beside_a_lost_one(project)
 def test_a_file_the_lost_run_names_too_stays_nobodys(project):
     asm, cat, _ = make(project)
     asm.agent_started = T0
-    asm.note_lost(asm.clock.to_wall(T0 - 9), argv=["python", "ckpt.py", "--out=out"],
-                  cwd=str(project))
+    _lost(asm, project, ["python", "ckpt.py", "--out=out"], T0 - 9)
     _reattached(asm, project, ["python", "ckpt.py", "out/r47"], T0 - 5)
     _changed_while_down(asm, project, "out/r47/ckpt_3.pt")
     assert cat.io(2, "output") == {}
@@ -56,8 +62,28 @@ def test_a_file_the_lost_run_names_too_stays_nobodys(project):
 def test_a_file_no_command_line_names_stays_nobodys_beside_a_lost_run(project):
     asm, cat, _ = make(project)
     asm.agent_started = T0
-    asm.note_lost(asm.clock.to_wall(T0 - 9), argv=["python", "ckpt.py", "out/r46"],
-                  cwd=str(project))
+    _lost(asm, project, ["python", "ckpt.py", "out/r46"], T0 - 9)
     _reattached(asm, project, ["python", "ckpt.py", "out/r47"], T0 - 5)
     _changed_while_down(asm, project, "notes/todo.md")
     assert cat.io(2, "output") == {}
+
+
+def test_the_lost_run_naming_the_folder_gets_its_last_output(project):
+    # r46 wrote its model just before it ended and the agent was killed, before the
+    # agent had closed it: at restart it is lost, and its model is still its own
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _lost(asm, project, ["python", "ckpt.py", "out/r46", "30"], T0 - 9)
+    _reattached(asm, project, ["python", "ckpt.py", "out/r47", "30"], T0 - 1)
+    _changed_while_down(asm, project, "out/r46/model.pt")
+    assert set(cat.io(1, "output")) == {"out/r46/model.pt"}
+    assert cat.io(2, "output") == {}
+
+
+def test_two_lost_runs_naming_the_same_folder_leave_it_nobodys(project):
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _lost(asm, project, ["python", "ckpt.py", "out"], T0 - 9, run_id=1)
+    _lost(asm, project, ["python", "ckpt.py", "out"], T0 - 8, run_id=3)
+    _changed_while_down(asm, project, "out/model.pt")
+    assert cat.io(1, "output") == {} and cat.io(3, "output") == {}
