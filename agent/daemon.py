@@ -106,7 +106,10 @@ class Agent:
             tier=f"{self.tiers['process']['name']}+{self.tiers['files']['name']}",
             agent_started=self.started, pids_known=fan,
             # The shell that ran `onlooker start` (and the CLI) are never runs.
-            never=_ancestors_of_agent())
+            never=_ancestors_of_agent(),
+            # runs are the project owner's (and the agent's own user's: `sudo onlooker
+            # start`), never another user's who happens to work in the folder
+            run_uids={os.stat(self.project).st_uid, os.geteuid()})
         self.assembler.load_latest(self.catalog.latest_versions())
         self.assembler.watched_since = self.catalog.first_started()
         self._watched: frozenset[int] = frozenset()

@@ -99,8 +99,13 @@ class Assembler(KernelSide, FileSide):
         pids_known: bool = False,
         never: set[tuple[int, int]] | None = None,
         clock: clock_mod.Clock = clock_mod.SYSTEM,
+        run_uids: set[int] | None = None,
     ) -> None:
         self.cfg = cfg
+        # Whose processes may start runs (None: anyone's): the catalog is the project
+        # owner's to read, so another user's command line and environment stay out.
+        self.run_uids = run_uids
+        self._other_users: set[int] = set()
         self.clock = clock
         self.project = cfg.project
         self.catalog = catalog
@@ -398,6 +403,13 @@ class Assembler(KernelSide, FileSide):
                 return
             proc = self.table.join(run, info, parent.step)
             self._new_step(run, info, proc, exec_in_place=False)
+            return
+        if self.run_uids is not None and info.uid is not None and info.uid not in self.run_uids:
+            if info.uid not in self._other_users:
+                self._other_users.add(info.uid)
+                log.info("runs of user %s in this project are not recorded: its catalog is"
+                         " for its owner's runs", _user(info.uid))
+            self._outsider(info)
             return
         if (info.started < self.agent_started - 1.0
                 or (info.pid, info.start_ticks) in self.never):
