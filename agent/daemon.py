@@ -257,6 +257,18 @@ class Agent:
                     self.assembler.reattach(row, info, kids)
                     log.info("re-attached to run %d (pid %d)", row["id"], row["pid"])
                     continue
+            end = self.catalog.root_end(row["id"], row["pid"])
+            if end is not None:
+                # Its end was seen and recorded before the agent went down, only the run
+                # was not closed yet (the grace window): closed now as it ended.
+                self.assembler.note_lost(row["started_at"], row, ended_at=end["ended_at"])
+                self.catalog.update_run(row["id"], status=end["status"],
+                                        exit_code=end["exit_code"], signal=end["signal"],
+                                        ended_at=end["ended_at"])
+                self.catalog.close_open_steps(row["id"], status="ended")
+                log.info("run %d had ended before the agent went down: %s", row["id"],
+                         end["status"])
+                continue
             self.assembler.note_lost(row["started_at"], row)
             self.catalog.update_run(row["id"], status="lost")
             self.catalog.close_open_steps(row["id"], status="lost")

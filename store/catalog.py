@@ -423,6 +423,16 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
                             (run_id, pid)).fetchone()
         return None if row is None else int(row[0])
 
+    def root_end(self, run_id: int, pid: int) -> dict | None:
+        """{status, exit_code, signal, ended_at} of the last program a run's root process
+        ran, where its end is recorded, else None: how the agent, restarted, tells a run
+        that ended before it went down (only not closed yet) from one that ended while it
+        was down. (An exec in place ends a step, not the process: only the last counts.)"""
+        row = self._execute("SELECT status, exit_code, signal, ended_at FROM steps WHERE"
+                            " run_id = ? AND pid = ? ORDER BY id DESC LIMIT 1",
+                            (run_id, pid)).fetchone()
+        return None if row is None or row["ended_at"] is None else dict(row)
+
     def last_cell(self, run_id: int) -> int:
         """The highest execution count among a kernel run's cell steps (0: none), for the
         agent re-attaching to a live kernel (schema 7)."""

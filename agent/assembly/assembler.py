@@ -306,12 +306,13 @@ class Assembler(KernelSide, FileSide):
 
     # -- processes ------------------------------------------------------------
 
-    def note_lost(self, started_at: float, row: dict | None = None) -> None:
+    def note_lost(self, started_at: float, row: dict | None = None,
+                  ended_at: float | None = None) -> None:
         """A run the catalog had open ended while the agent was down (started then,
         Unix seconds): files changed since may be its, so a restart scan claims none
         unless the command lines tell (`FileSide._rescan_claim`). With its catalog
         `row` (id, pid, command, cwd, root_step) it is kept for that, closed; without,
-        only its start is known."""
+        only its start is known; `ended_at` (Unix seconds) where its end was recorded."""
         if row is None:
             self.lost_starts.append(started_at)
             return
@@ -321,7 +322,8 @@ class Assembler(KernelSide, FileSide):
         info = ProcInfo(pid=pid, ppid=0, argv=argv, cwd=row.get("cwd"), exe=None, uid=None,
                         start_ticks=int(row.get("pid_start") or 0), started=started)
         run = Run(db_id=int(row["id"]), root_pid=pid, root_start=info.start_ticks, info=info,
-                  started=started, closed=True)
+                  started=started, closed=True,
+                  ended_at=None if ended_at is None else ended_at - self.clock.to_wall(0.0))
         if row.get("root_step") is not None:
             run.root_step = Step(int(row["root_step"]), pid, None, started)
             run.steps.append(run.root_step)

@@ -555,7 +555,7 @@ class FileSide:
             if any(started <= changed + 0.011 for started in self.lost_starts):
                 return None  # a lost run whose command line is not known
             cands = [r for r in self.runs if r.reattached and r.started - 0.011 <= t]
-            lost = [r for r in self.lost_runs if r.started - 0.011 <= t]
+            lost = [r for r in self.lost_runs if r.alive_at(t, SLACK)]
             if lost:
                 cands = [r for r in cands + lost if attribution.named(path, r.argv_paths)]
         return cands[0] if len(cands) == 1 else None

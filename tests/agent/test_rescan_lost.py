@@ -27,12 +27,14 @@ def _reattached(asm, project, argv, started):
     asm.reattach(row, info(20, argv, cwd=str(project), started=started), [])
 
 
-def _lost(asm, project, argv, started, run_id=1):
-    """A run the catalog had open whose process was gone at the agent's start."""
+def _lost(asm, project, argv, started, run_id=1, ended=None):
+    """A run the catalog had open whose process was gone at the agent's start (its
+    end recorded at `ended`, or not known)."""
     asm.catalog.runs[run_id] = {"status": "lost"}
     asm.note_lost(asm.clock.to_wall(started),
                   {"id": run_id, "pid": 10 + run_id, "pid_start": 1, "command": argv,
-                   "cwd": str(project), "root_step": None})
+                   "cwd": str(project), "root_step": None},
+                  ended_at=None if ended is None else asm.clock.to_wall(ended))
 
 
 def _changed_while_down(asm, project, rel):
@@ -87,3 +89,13 @@ def test_two_lost_runs_naming_the_same_folder_leave_it_nobodys(project):
     _lost(asm, project, ["python", "ckpt.py", "out"], T0 - 8, run_id=3)
     _changed_while_down(asm, project, "out/model.pt")
     assert cat.io(1, "output") == {} and cat.io(3, "output") == {}
+
+
+def test_a_file_changed_after_a_recorded_end_is_the_reattached_runs(project):
+    # the run before ended (its exit recorded) before the file changed: by time alone
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _lost(asm, project, ["python", "ckpt.py", "out"], T0 - 9, ended=T0 - 6)
+    _reattached(asm, project, ["python", "ckpt.py"], T0 - 5)
+    _changed_while_down(asm, project, "out/model.pt")
+    assert set(cat.io(2, "output")) == {"out/model.pt"} and cat.io(1, "output") == {}
