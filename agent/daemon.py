@@ -31,6 +31,7 @@ from onlooker.agent.sources.poll import PollProcSource
 from onlooker.agent.workers.hasher import PRIO_SCAN, Hasher, SideDoor, StatCache
 from onlooker.agent.workers.scan import walk
 from onlooker.agent.workers.telemetry import TelemetrySampler
+from onlooker.store import private
 from onlooker.store.catalog import Catalog
 from onlooker.store.errors import CatalogCorrupt, StoreError
 
@@ -74,6 +75,15 @@ class Agent:
         self.store_dir = self.cfg.store_dir
         if not (self.store_dir / "catalog.db").is_file():
             raise lifecycle.NotInstrumented(self.project)
+        # The store is the project owner's, whoever runs the agent (root, the service):
+        # one made by an older version is given to them first, and nothing the owner
+        # could not read is hashed, copied or parsed (store/private.py).
+        self.owner = private.Owner.of(self.project)
+        fixed = private.secure_store(self.store_dir, self.owner)
+        if fixed:
+            log.info("made the store private to its owner (uid %d): %d changes",
+                     self.owner.uid, fixed)
+        private.read_for(self.owner)
         self.catalog = Catalog(self.store_dir, project=self.project)
         self.tiers = choose_tiers(self.cfg)
         # SimpleQueue: put and get in C, no Python-level lock per event (a run writing
@@ -203,7 +213,10 @@ class Agent:
             return None
 
     def _own_read(self, path: str) -> bytes:
-        """Read a project file as the agent, unseen by the inotify tier."""
+        """Read a project file as the agent, unseen by the inotify tier; refused
+        (PermissionError) when the project's owner could not read it."""
+        if not private.may_read(path):
+            raise PermissionError(f"the project's owner may not read {path}")
         if self.side_door is None:
             with open(path, "rb") as f:
                 return f.read()
@@ -528,10 +541,8 @@ class Agent:
             "bulk": dict(self.hasher.priority),
         }
         path = self.store_dir / "agent.json"
-        tmp = path.with_suffix(".json.tmp")
         try:
-            tmp.write_text(json.dumps(data, indent=1))
-            os.replace(tmp, path)
+            private.write_private(path, json.dumps(data, indent=1).encode(), self.owner)
         except OSError as err:
             log.warning("cannot write %s: %s", path, err)
 
@@ -570,10 +581,9 @@ def save_env_cache(store_dir: Path) -> None:
             for key, (stamp, result) in list(environment._py_cache.items())]
     path = store_dir / "tmp" / _ENV_CACHE
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rows), encoding="utf-8")
-        os.replace(tmp, path)
+        owner = private.Owner.of(store_dir)
+        private.make_dir(path.parent, owner)
+        private.write_private(path, json.dumps(rows).encode("utf-8"), owner)
     except (OSError, TypeError, ValueError) as err:
         log.info("cannot keep the interpreters' descriptions: %s", err)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from onlooker.agent import config
 from onlooker.agent.errors import AgentError
+from onlooker.store.private import Owner, open_private
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def acquire_pidfile(store_dir: Path) -> Iterator[int]:
     # the name exists, like O_EXCL, and no one ever sees an empty pidfile.
     tmp = store_dir / f".{PID_NAME}.{pid}.{threading.get_ident()}"
     tmp.unlink(missing_ok=True)  # left by a dead process that had our pid
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    # The project owner's, 0600, as all of the store (store/private.py).
+    fd = open_private(tmp, os.O_EXCL | os.O_WRONLY, Owner.of(store_dir.parent))
     try:
         os.write(fd, f"{pid}\n".encode())
     finally:
@@ -222,7 +224,14 @@ def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
     if pid is not None:
         raise AlreadyRunning(pid)
     log_path = store_dir / LOG_NAME
-    with log_path.open("ab") as log_file:
+    # The owner's and 0600 even when root starts it: the owner must be able to read and
+    # remove it, and nobody else to read it.
+    try:
+        log_fd = open_private(log_path, os.O_WRONLY | os.O_APPEND, Owner.of(project))
+    except OSError as err:  # ELOOP: a link there is never followed (store/private.py)
+        raise LifecycleError(f"cannot open the agent's log {log_path}: "
+                             f"{os.strerror(err.errno) if err.errno else err}") from err
+    with os.fdopen(log_fd, "ab") as log_file:
         log_file.write(f"--- onlooker agent starting {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                        .encode())
         log_file.flush()

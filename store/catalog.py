@@ -17,6 +17,7 @@ from .diff import diff_runs
 from .errors import NoSuchRun, NotInitialized, StoreError, sqlite_error
 from .metrics import MetricsMixin
 from .objects import ObjectStore, hash_bytes
+from .private import Owner, make_dir, open_private
 from .tags import TagsMixin
 from .telemetry import TelemetryMixin
 
@@ -69,13 +70,19 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
             raise NotInitialized(
                 f"no onlooker project at {self.project}: run `onlooker init` there first"
             )
+        # The store is the project owner's whoever opens it (root, the service's agent):
+        # folders 0700, files 0600, and SQLite gives its -wal and -shm the db's owner and
+        # mode (it fchowns them when it runs as root).
+        self.owner = Owner.of(self.project)
         if not readonly:
             try:
-                (self.store_dir / OBJECTS_NAME).mkdir(parents=True, exist_ok=True)
+                make_dir(self.store_dir / OBJECTS_NAME, self.owner)
+                if not self.path.exists():
+                    os.close(open_private(self.path, os.O_RDONLY, self.owner))
             except OSError as err:
                 raise StoreError(f"cannot create {self.store_dir}: {err.strerror}") from err
         self._conn = self._connect()
-        self.objects = ObjectStore(self.store_dir / OBJECTS_NAME)
+        self.objects = ObjectStore(self.store_dir / OBJECTS_NAME, self.owner)
 
     @property
     def db(self) -> Any:

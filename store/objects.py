@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import logging
 import os
@@ -21,6 +22,7 @@ import blake3
 from .errors import MissingObject
 from .hashing import HEAD_BYTES, PREFIX, HashResult, _check_unchanged, _copy_fd, hash_file
 from .packs import PackSet, PackWriter, _unlink_quietly, _write_all, fsync_dir
+from .private import FILE_MODE, OBJECT_MODE, Owner, make_dir
 
 # hash_file and HashResult live in .hashing; importing them from here is supported.
 __all__ = ["HashResult", "ObjectStore", "hash_bytes", "hash_file", "make_hash"]
@@ -67,13 +69,16 @@ class _Batch:
 class ObjectStore:
     """Blobs named by hash: loose files at `ab/cdef...`, small batched ones in packs.
 
-    Safe to share between threads; each thread has its own batch.
+    Safe to share between threads; each thread has its own batch. What it makes is
+    `owner`'s (default: the owner of `root`, or of the folder it will be made in), in
+    folders 0700, objects 0400 (`private`).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, owner: Owner | None = None) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
-        self.packs = PackSet(self.root)
+        self.owner = owner if owner is not None else Owner.of(self.root)
+        self.packs = PackSet(self.root, self.owner)
         self._local = threading.local()
         self._dirs_made: set[str] = set()
 
@@ -126,9 +131,18 @@ class ObjectStore:
         """A binary reader of the object's content; raises MissingObject."""
         hexdigest = _hex(hash)
         try:
-            return open(self.path_for(hash), "rb")
+            # Never through a link: the agent may run as root in a store its owner can
+            # change, and a link there must not hand it another file's bytes.
+            fd = os.open(self.path_for(hash), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             pass
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            raise MissingObject(f"object {hash} is a symbolic link in the store at"
+                                f" {self.root}: not followed") from err
+        else:
+            return os.fdopen(fd, "rb")
         try:
             data = self.packs.read(hexdigest)
         except OSError as err:
@@ -271,8 +285,9 @@ class ObjectStore:
 
     def _write_tmp(self, hexdigest: str, data: bytes, batch: _Batch | None) -> None:
         tmp = self._tmp_name()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, OBJECT_MODE)
         try:
+            self.owner.give(fd)
             _write_all(fd, data)
             if batch is None:
                 os.fsync(fd)
@@ -297,7 +312,7 @@ class ObjectStore:
         prefix = hexdigest[:2]
         final = self.root / prefix / hexdigest[2:]
         if prefix not in self._dirs_made:
-            final.parent.mkdir(exist_ok=True)
+            make_dir(final.parent, self.owner)
             self._dirs_made.add(prefix)
         if final.exists():  # dedup: an object present is never rewritten
             _unlink_quietly(tmp)
@@ -307,7 +322,7 @@ class ObjectStore:
 
     def _tmpdir(self) -> Path:
         if "tmp" not in self._dirs_made:
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            make_dir(self.tmp, self.owner)
             self._dirs_made.add("tmp")
         return self.tmp
 
@@ -317,8 +332,9 @@ class ObjectStore:
     def _put_copy_of(self, src_fd: int, path: str, before: os.stat_result) -> tuple[str, bytes]:
         """Copy an open large file into the store, hash the copy; (hash, head)."""
         tmp = self._tmp_name()
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
+            self.owner.give(out)
             _copy_fd(src_fd, out, before.st_size)
             if self._batch() is None:
                 os.fsync(out)
@@ -329,7 +345,7 @@ class ObjectStore:
             hasher.update_mmap(tmp)  # our private copy: nobody truncates it under us
             with open(tmp, "rb") as f:
                 head = f.read(HEAD_BYTES)
-            os.chmod(tmp, 0o444)
+            os.chmod(tmp, OBJECT_MODE)
         except BaseException:
             if out >= 0:
                 os.close(out)
@@ -345,7 +361,8 @@ class ObjectStore:
         batch's one syncfs; outside: fsynced first. Returns the hash."""
         hexdigest = _hex(hash)
         tmp = os.fspath(tmp)
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, OBJECT_MODE)
+        self.owner.give(tmp)
         batch = self._batch()
         if batch is None:
             fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .private import OBJECT_MODE, Owner, make_dir
+
 log = logging.getLogger(__name__)
 
 _MAGIC = b"OLKPACK1"
@@ -65,8 +67,9 @@ class _Index:
 class PackSet:
     """The packs under `<objects>/packs/`, their indexes loaded lazily and cached."""
 
-    def __init__(self, objects_root: Path) -> None:
+    def __init__(self, objects_root: Path, owner: Owner | None = None) -> None:
         self.dir = Path(objects_root) / "packs"
+        self.owner = owner if owner is not None else Owner.of(objects_root)
         self._indexes: dict[str, _Index] = {}
         # digest -> (pack, offset, size) over all loaded indexes: one dict lookup per
         # object instead of a binary search in every pack (a batch makes one pack, so
@@ -196,7 +199,7 @@ class PackSet:
             rows = [(d, o, s) for d, o, s in index.entries() if d != digest]
             tmp = self.dir / f".{index.name}.{uuid.uuid4().hex}.idx"
             data = _encode_index(rows)
-            _write_file(tmp, data)
+            _write_file(tmp, data, self.owner)
             os.replace(tmp, self.dir / f"{index.name}.idx")
             fsync_dir(self.dir)
             self._indexes[index.name] = _Index(index.name, data)
@@ -252,7 +255,7 @@ class PackSet:
                 for hexdigest, offset, size in kept:
                     writer.add_many([(hexdigest, os.pread(f.fileno(), size, offset))])
             writer.finish()
-        trash_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(trash_dir, self.owner)
         os.unlink(self.dir / f"{name}.idx")
         trashed = trash_dir / f"{name}.pack"
         os.rename(pack_path, trashed)
@@ -274,7 +277,13 @@ class PackWriter:
         self.packs = packs
         self.name = uuid.uuid4().hex
         self._tmp = tmp_dir / f"{self.name}.pack"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                           OBJECT_MODE)
+        try:
+            packs.owner.give(self._fd)
+        except BaseException:
+            self.abort()
+            raise
         self.rows: dict[str, tuple[int, int]] = {}  # hex -> (offset, size)
         self._offset = 0
 
@@ -309,8 +318,8 @@ class PackWriter:
         rows = sorted((bytes.fromhex(h), o, s) for h, (o, s) in self.rows.items())
         idx_tmp = self._tmp.with_suffix(".idx")
         data = _encode_index(rows)
-        _write_file(idx_tmp, data)
-        self.packs.dir.mkdir(parents=True, exist_ok=True)
+        _write_file(idx_tmp, data, self.packs.owner)
+        make_dir(self.packs.dir, self.packs.owner)
         os.rename(self._tmp, self.packs.dir / f"{self.name}.pack")
         os.rename(idx_tmp, self.packs.dir / f"{self.name}.idx")
         fsync_dir(self.packs.dir)
@@ -331,9 +340,10 @@ def _encode_index(rows: list[tuple[bytes, int, int]]) -> bytes:
     return b"".join(parts)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+def _write_file(path: Path, data: bytes, owner: Owner) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, OBJECT_MODE)
     try:
+        owner.give(fd)
         _write_all(fd, data)
         os.fsync(fd)
     finally:

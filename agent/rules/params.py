@@ -90,6 +90,7 @@ from onlooker.agent.rules.classify import (
 )
 from onlooker.agent.rules.cli_spec import CliSpec
 from onlooker.agent.rules.secrets import redact_mapping
+from onlooker.store.private import may_read
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -245,8 +246,13 @@ def _yaml_mapping(text: str) -> dict[str, object]:
 def _read_small(path: str, cwd: str | None) -> str | None:
     if not os.path.isabs(path) and not cwd:
         return None
+    full = os.path.join(cwd or "/", os.path.expanduser(path))
     try:
-        with open(os.path.join(cwd or "/", os.path.expanduser(path)), "rb") as fh:
+        with open(full, "rb") as fh:
+            # after the open, on what was opened: an agent running as root parses no
+            # file the project's owner could not read (store/private.py)
+            if not may_read(full, os.fstat(fh.fileno())):
+                return None
             data = fh.read(FILE_MAX_BYTES + 1)
     except (OSError, ValueError):
         return None

@@ -60,8 +60,11 @@ class BulkProcess:
             a, b = socket.socketpair()
             ours.append(Connection(a.detach()))
             theirs.append(b.detach())
+        from onlooker.store import private
+
         cfg = {"fds": theirs, "objects": str(objects_root), "quiet": quiet,
-               "copy_max": copy_max, "door": str(door) if door is not None else None}
+               "copy_max": copy_max, "door": str(door) if door is not None else None,
+               "reader": private.reader_state()}  # the owner's read right, as the agent's
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "onlooker.agent.workers.bulk", json.dumps(cfg)],
@@ -166,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     # process's start must not compete with a run, and every thread inherits it.
     prio = priority.lower_this_thread()
     from onlooker.agent.workers.hasher import SideDoor, StatCache
+    from onlooker.store import private
     from onlooker.store.objects import ObjectStore
 
+    private.set_reader_state(cfg.get("reader"))
     conns = [Connection(fd) for fd in cfg["fds"]]
     try:
         kind, rows = conns[0].recv()

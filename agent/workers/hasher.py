@@ -21,7 +21,7 @@ import blake3
 
 from onlooker.agent import clock
 from onlooker.agent.events import HashDone
-from onlooker.store import hashing
+from onlooker.store import hashing, private
 from onlooker.store.errors import (
     ChangedWhileHashing,
     FileVanished,
@@ -121,7 +121,7 @@ class SideDoor:
         self.fallback = fallback
         self._seq = itertools.count()
         self._pid = os.getpid()  # the agent and its bulk process share the folder
-        folder.mkdir(parents=True, exist_ok=True)
+        private.make_dir(folder, private.Owner.of(folder))
         if clean:
             for old in folder.iterdir():  # left by an agent that died
                 try:
@@ -236,6 +236,11 @@ def hash_job(path: str, copy: bool, settled: bool, tries: int, writers_ok: bool,
         return (DONE, _done(path, None, error="vanished", began=began), False)
     except OSError as err:
         return (DONE, _done(path, None, error=err.strerror or str(err)), False)
+    if not private.may_read(path, st):
+        # An agent with more rights than the project's owner (root) takes in nothing
+        # the owner could not read: no hash (a guessable secret's hash is itself a
+        # leak), no copy; the same outcome as a permission-denied file.
+        return (DONE, _done(path, None, error="the project's owner may not read it"), False)
     age = time.time() - st.st_mtime_ns / 1e9
     if not settled and age < quiet and tries < _RETRY_LIMIT:
         return (RETRY, quiet - max(age, 0.0) + 0.01, st.st_size)

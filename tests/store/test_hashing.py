@@ -61,7 +61,7 @@ def test_small_copy_stores_same_bytes(tmp_path, store):
     r = hash_file(p, store=store, copy=True, copy_max_bytes=1024)
     assert r.stored and store.has(r.hash)
     assert store.path_for(r.hash).read_bytes() == data
-    assert stat.S_IMODE(store.path_for(r.hash).stat().st_mode) == 0o444
+    assert stat.S_IMODE(store.path_for(r.hash).stat().st_mode) == 0o400
 
 
 def test_copy_respects_limit(tmp_path, store):

@@ -30,7 +30,7 @@ def test_put_layout_readonly_and_dedup(store):
     hexdigest = h.split(":")[1]
     assert p == store.root / hexdigest[:2] / hexdigest[2:]
     assert p.read_bytes() == b"hello"
-    assert stat.S_IMODE(p.stat().st_mode) == 0o444
+    assert stat.S_IMODE(p.stat().st_mode) == 0o400
     before = p.stat()
     assert store.put_bytes(b"hello") == h  # dedup: present objects are never rewritten
     after = p.stat()
