@@ -47,6 +47,8 @@ COMMANDS = {
     # share
     "export": "share:export_command", "import": "share:import_command",
     "demo": "demo:demo",
+    # the privileged service (root runs it; everyone may ask it)
+    "service": "service:service_group",
 }
 
 

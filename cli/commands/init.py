@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from onlooker.agent import config
+from onlooker.agent import config, service
 from onlooker.agent.config import instrument
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.output import CliError, emit, note
@@ -25,8 +25,11 @@ def init(state: AppState, directory: Path | None) -> None:
         if (parent / config.STORE_DIR).is_dir():
             note(f"note: {project} lies inside the instrumented project {parent}")
             break
-    if instrument(project):
-        emit(f"instrumented {project}")
+    fresh = instrument(project)
+    emit(f"instrumented {project}" if fresh else f"{project} is already instrumented")
+    # Where the privileged service runs, it watches the project from now on.
+    served = service.register_on_init(project)
+    if served is not None:
+        note(served)
+    elif fresh:
         note("next: 'onlooker start' to watch it, then run your scripts as usual")
-    else:
-        emit(f"{project} is already instrumented")

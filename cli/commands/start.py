@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from onlooker.agent import config, lifecycle
+from onlooker.agent import config, lifecycle, service
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.output import emit, note
 
@@ -15,6 +15,10 @@ def start(state: AppState) -> None:
     """Start the agent in the background; it watches until 'onlooker stop'."""
     project = state.project()
     config.load(project)  # a bad config is reported before anything else is said
+    served = service.start_for(project)  # None: no service for it, the agent runs as you
+    if served is not None:
+        emit(service.watching_line(served))
+        return
     note(f"starting the agent for {project} ...")
     pid = lifecycle.start(project)
     tiers = lifecycle.status(project).get("tiers") or {}

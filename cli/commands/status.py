@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from onlooker.agent import config, lifecycle
+from onlooker.agent import config, lifecycle, service
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.commands.stop import backlog_text
 from onlooker.cli.output import (
@@ -24,6 +24,7 @@ def gather(state: AppState) -> dict[str, Any]:
     project = state.project()
     config.load(project)  # a broken config is the first thing a person must hear
     out = lifecycle.status(project)
+    out["service"] = service.registration(project)  # None: the service does not run it
     with state.catalog() as catalog:
         out["catalog"] = catalog.counts()
     return out
@@ -84,6 +85,8 @@ def render_status(st: dict[str, Any]) -> str:
     else:
         agent = "not running (never started here)"
     rows.append(("agent", agent))
+    if st.get("service"):
+        rows.append(("service", f"the onlooker service runs it: {service.describe(st['service'])}"))
     for which in ("process", "files", "gpu"):
         tier = (st.get("tiers") or {}).get(which)
         if isinstance(tier, dict):

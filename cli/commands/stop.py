@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from onlooker.agent import lifecycle
+from onlooker.agent import lifecycle, service
 from onlooker.cli.commands import AppState, pass_state
 from onlooker.cli.output import emit, note
 
@@ -45,7 +45,10 @@ def stop(state: AppState, timeout: float) -> None:
     When no agent is running this says so on stderr and exits 0.
     """
     project = state.project()
-    if not stop_agent(project, timeout=timeout):
+    if service.stop_for(project):  # the service ran it: it commits, then is unregistered
+        note("the onlooker service no longer watches this project ('onlooker start' "
+             "registers it again)")
+    elif not stop_agent(project, timeout=timeout):
         note("the agent is not running")
         return
     with state.catalog() as catalog:
