@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _BATCH = 5000  # events per transaction at most
 _STATUS_EVERY = 2.0  # seconds between agent.json rewrites (lifecycle allows 10)
+_OWED_WINDOW = 120.0  # a run closed this long before the last agent died may be owed files
 _IDLE_WAIT = 0.5  # the main loop's longest sleep when nothing waits for its grace window
 
 
@@ -97,6 +98,10 @@ class Agent:
             self._project_id = None
         self.rescan_event = threading.Event()
         self.started = clock.now()
+        try:  # when the agent before this one was last alive (it rewrote this every 2 s)
+            self._previous_alive: float | None = (self.store_dir / "agent.json").stat().st_mtime
+        except OSError:
+            self._previous_alive = None
         self.started_wall = time.time()
         self.state = "starting"
         self.scanning = False
@@ -260,6 +265,15 @@ class Agent:
     # -- main loop ------------------------------------------------------------
 
     def _reattach(self) -> None:
+        # Runs closed in the last minutes of the agent before this one (its agent.json,
+        # rewritten every 2 s, says when it was last alive) may have had outputs it saw
+        # but had not hashed when it died: candidates, by their recorded span and
+        # command line, for files the start's scan finds changed.
+        last_alive = self._previous_alive
+        if last_alive is not None:
+            for row in self.catalog.runs_ended_since(last_alive - _OWED_WINDOW):
+                row["root_step"] = self.catalog.root_step(row["id"], row["pid"])
+                self.assembler.note_lost(row["started_at"], row, ended_at=row["ended_at"])
         for row in self.catalog.open_runs():
             row = {**row, "root_step": self.catalog.root_step(row["id"], row["pid"])}
             if procfs.alive(row["pid"], row["pid_start"]):

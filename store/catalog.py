@@ -430,6 +430,15 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
                             (run_id, pid)).fetchone()
         return None if row is None else int(row[0])
 
+    def runs_ended_since(self, since: float) -> list[dict]:
+        """Runs that ended at or after `since` (Unix seconds), as open_runs gives them
+        plus ended_at: the runs a restarted agent may owe files it had seen but not
+        recorded when it went down."""
+        rows = self._execute("SELECT id, pid, pid_start, started_at, ended_at, command, cwd"
+                             " FROM runs WHERE status != 'running' AND ended_at >= ?"
+                             " ORDER BY id", (since,)).fetchall()
+        return [{**dict(row), "command": records.loads(row["command"]) or []} for row in rows]
+
     def root_end(self, run_id: int, pid: int) -> dict | None:
         """{status, exit_code, signal, ended_at} of the last program a run's root process
         ran, where its end is recorded, else None: how the agent, restarted, tells a run

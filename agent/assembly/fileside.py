@@ -557,7 +557,11 @@ class FileSide:
             cands = [r for r in self.runs if r.reattached and r.started - 0.011 <= t]
             lost = [r for r in self.lost_runs if r.alive_at(t, SLACK)]
             if lost:
-                cands = [r for r in cands + lost if attribution.named(path, r.argv_paths)]
+                cands += lost
+                if len(cands) > 1 or lost[0].ended_at is None:
+                    # by time alone only within a recorded span: one whose end nobody
+                    # saw may have been alive at any time since its start
+                    cands = [r for r in cands if attribution.named(path, r.argv_paths)]
         return cands[0] if len(cands) == 1 else None
 
     def _link(self, run: Run, path: str, vid: int, role: str, step: Step | None, *,

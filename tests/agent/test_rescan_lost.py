@@ -99,3 +99,21 @@ def test_a_file_changed_after_a_recorded_end_is_the_reattached_runs(project):
     _reattached(asm, project, ["python", "ckpt.py"], T0 - 5)
     _changed_while_down(asm, project, "out/model.pt")
     assert set(cat.io(2, "output")) == {"out/model.pt"} and cat.io(1, "output") == {}
+
+
+def test_a_run_closed_with_an_output_unhashed_gets_it_by_its_span(project):
+    # closed just before the SIGKILL, its model's hash still owed: the only run whose
+    # recorded span holds the change, and no run alive now
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _lost(asm, project, ["python", "train.py"], T0 - 9, ended=T0 - 1.5)
+    _changed_while_down(asm, project, "model.pt")  # at T0 - 2
+    assert set(cat.io(1, "output")) == {"model.pt"}
+
+
+def test_a_change_after_the_closed_runs_end_is_nobodys(project):
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _lost(asm, project, ["python", "train.py"], T0 - 9, ended=T0 - 4)
+    _changed_while_down(asm, project, "model.pt")  # at T0 - 2
+    assert cat.io(1, "output") == {}

@@ -5,6 +5,7 @@ nobody saw is `lost`, with no end time: the catalog never invents one."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -55,3 +56,30 @@ def test_a_run_whose_end_was_recorded_is_closed_as_it_ended(tmp_path):
     assert ended["ended_at"] is not None
     lost = show_json(project, unseen)
     assert lost["status"] == "lost" and lost["ended_at"] is None
+
+
+def test_an_output_a_killed_agent_owed_a_closed_run_lands_on_it(tmp_path):
+    # the agent closed the run, then died before its model's hash was recorded
+    project = tmp_path / "proj"
+    project.mkdir()
+    cli(project, "init")
+    cli(project, "start")
+    cli(project, "stop")  # agent.json: when the agent was last alive
+    cat = Catalog.init(project)
+    now = time.time()
+    with cat.transaction():
+        run = _open_run(cat, project, ["python", "train.py", "--out", "out"], None)
+        cat.update_run(run, status="completed", exit_code=0, ended_at=now - 1)
+    cat.close()
+    model = project / "out" / "model.pt"
+    model.parent.mkdir()
+    model.write_bytes(b"weights")
+    os.utime(model, (now - 2, now - 2))  # inside the run's span
+    cli(project, "start")
+    try:
+        wait_for(lambda: "out/model.pt" in {o["path"] for o in show_json(project, run)["outputs"]},
+                 30)
+    finally:
+        cli(project, "stop")
+    (out,) = show_json(project, run)["outputs"]
+    assert out["basis"] == "rescan"
