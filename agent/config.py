@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -219,16 +220,39 @@ GITIGNORE = "# onlooker's store is local to this machine: never commit it.\n*\n"
 
 
 def instrument(project: Path) -> bool:
-    """Create `.onlooker/` with catalog, config template and .gitignore; False if it existed."""
+    """Create `.onlooker/` with catalog, config template and .gitignore; False if it existed.
+
+    All of it is the project owner's and private (store/private.py), also after `sudo
+    onlooker init`: config.toml is theirs to edit (0600). A store an older version left
+    (0755/0644, root's) is given to them as the agent's start would."""
+    from onlooker.store import private
     from onlooker.store.catalog import Catalog
 
     store_dir = project / STORE_DIR
     existed = store_dir.is_dir()
+    owner = private.Owner.of(project)
+    if existed:
+        private.secure_store(store_dir, owner)
     Catalog.init(project).close()
-    config_path = store_dir / CONFIG_NAME
-    if not config_path.exists():
-        config_path.write_text(TEMPLATE, encoding="utf-8")
-    gitignore = store_dir / ".gitignore"
-    if not gitignore.exists():
-        gitignore.write_text(GITIGNORE, encoding="utf-8")
+    _create_private(store_dir / CONFIG_NAME, TEMPLATE, owner)
+    _create_private(store_dir / ".gitignore", GITIGNORE, owner)
     return not existed
+
+
+def _create_private(path: Path, text: str, owner: Any) -> None:
+    """Write `path` only if it is not there: an edited config is never replaced."""
+    from onlooker.store import private
+
+    try:
+        fd = private.open_private(path, os.O_WRONLY | os.O_EXCL, owner)
+    except FileExistsError:
+        return
+    try:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)  # a half template would never be written again
+        raise
+    os.close(fd)

@@ -10,6 +10,10 @@ For the agent, `.onlooker/launcher/<launcher pid>.json` holds: `child_pid`,
 `child_start_ticks` (with the pid, the process identity in /proc), `argv`, `cwd`,
 `log` (project-relative path of the output copy, under `.onlooker/logs/`),
 `started` (Unix s) and, once CMD ended, `ended`, `exit_code` and `signal`.
+
+Both folders, the records and the log are the project owner's and private (0700 and
+0600, store/private.py) whoever runs the launcher: `sudo onlooker run` leaves nothing
+of root's in the owner's store.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from typing import Any
 from onlooker.agent.errors import AgentError
 from onlooker.agent.probes import procfs
 from onlooker.agent.rules import secrets
+from onlooker.store import private
+from onlooker.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +70,9 @@ class Outcome:
         return self.exit_code if self.exit_code is not None else 128 + (self.signal or 0)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)  # the agent never reads half a record
+def _write_json(path: Path, data: dict[str, Any], owner: private.Owner) -> None:
+    # replaced at once: the agent never reads half a record
+    private.write_private(path, json.dumps(data, indent=1).encode("utf-8"), owner)
 
 
 def _write_all(fd: int, data: bytes) -> bool:
@@ -302,16 +307,23 @@ def run(argv: list[str], *, project: Path, store_dir: Path, cwd: Path | None = N
     cwd = Path(cwd or os.getcwd())
     records = store_dir / LAUNCHER_DIR
     logs = store_dir / LOGS_DIR
+    owner = private.Owner.of(project)
     try:
-        records.mkdir(parents=True, exist_ok=True)
-        logs.mkdir(parents=True, exist_ok=True)
+        if owner.chown_needed:
+            # root for another user: no link of theirs in the store is followed, and
+            # folders an older version left root's are given to them (store/private.py)
+            private.secure_store(store_dir, owner)
+        private.make_dir(records, owner)
+        private.make_dir(logs, owner)
+    except StoreError as err:
+        raise LaunchError(str(err)) from err
     except OSError as err:
         raise LaunchError(f"cannot write under {store_dir}: {err.strerror}") from err
     started = time.time()
     log_path = logs / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}-{os.getpid()}.log"
     record_path = records / f"{os.getpid()}.json"
     try:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        log_fd = private.open_private(log_path, os.O_WRONLY | os.O_APPEND, owner)
     except OSError as err:
         log.warning("cannot keep the output in %s: %s", log_path, err.strerror)
         log_fd = -1
@@ -325,7 +337,7 @@ def run(argv: list[str], *, project: Path, store_dir: Path, cwd: Path | None = N
             "cwd": str(cwd), "log": log_path.relative_to(project).as_posix(),
             "started": started,
         }
-        _write_json(record_path, record)
+        _write_json(record_path, record, owner)
         raw = session.pump(proc)
     finally:
         session.close()
@@ -334,7 +346,7 @@ def run(argv: list[str], *, project: Path, store_dir: Path, cwd: Path | None = N
     exit_code, sig = procfs.decode_wait_status(raw)
     record.update(ended=time.time(), exit_code=exit_code, signal=sig)
     try:
-        _write_json(record_path, record)
+        _write_json(record_path, record, owner)
     except OSError as err:
         log.warning("cannot record how the command ended in %s: %s", record_path, err.strerror)
     return Outcome(exit_code, sig, log_path, record_path)

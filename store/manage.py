@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NoSuchRun, StoreError
+from .private import Owner, make_dir, open_private, secure_store
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +189,21 @@ def gc(catalog: Any, *, dry_run: bool = False, keep_tagged: bool = False,
     "logs": {"files", "bytes"}}."""
     if catalog.readonly:
         raise StoreError(f"the catalog at {catalog.path} was opened read-only")
-    with _gc_lock(catalog.store_dir):
+    if catalog.owner.chown_needed:
+        # root for another user: gc makes its lock and trash in their store, so a link
+        # of theirs there (objects/tmp -> /etc) must stop it first (store/private.py)
+        secure_store(catalog.store_dir, catalog.owner)
+    with _gc_lock(catalog.store_dir, catalog.owner):
         return _gc(catalog, dry_run=dry_run, keep_tagged=keep_tagged, older_than=older_than,
                    grace=grace, now=now)
 
 
 @contextmanager
-def _gc_lock(store_dir: Path) -> Iterator[None]:
+def _gc_lock(store_dir: Path, owner: Owner) -> Iterator[None]:
     """One gc at a time per store (two would trash and repack the same objects); a
-    second waits. Any trash folder found while holding it is a crashed gc's: removed."""
-    fd = os.open(Path(store_dir) / GC_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    second waits. Any trash folder found while holding it is a crashed gc's: removed.
+    The lock file is the project owner's, 0600, whoever runs gc (store/private.py)."""
+    fd = open_private(Path(store_dir) / GC_LOCK, os.O_RDWR, owner)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for stale in Path(store_dir, "objects", "tmp").glob("gc-*"):
@@ -311,8 +317,7 @@ def _stale_logs(catalog: Any, young_from: float, *,
 def _collect(catalog: Any, garbage: dict[str, list[tuple[int, str | None]]]) -> tuple[int, int]:
     """Move the garbage into a trash folder, put back what turned out named, empty it."""
     store = catalog.objects
-    trash = store.tmp / f"gc-{uuid.uuid4().hex}"
-    trash.mkdir(parents=True, exist_ok=True)
+    trash = make_dir(store.tmp / f"gc-{uuid.uuid4().hex}", store.owner)
     loose: dict[str, Path] = {}
     packed: dict[str, tuple[Path, int, int]] = {}
     by_pack: dict[str, set[str]] = {}
@@ -356,7 +361,7 @@ def _put_back(store: Any, h: str, loose: Path | None,
         return
     if loose is not None:
         final = store.path_for(h)
-        final.parent.mkdir(exist_ok=True)
+        make_dir(final.parent, store.owner)
         os.rename(loose, final)
         return
     if packed is not None:

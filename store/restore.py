@@ -24,6 +24,15 @@ its absolute path, so a restore into another folder never writes outside it. Mod
 bits are not in the catalog: a replaced file keeps its mode, a new one gets the
 default (0666 less the umask). Files are not fsynced one by one (20,000 small files
 would pay for it); the renames make each file appear whole or not at all.
+
+Owners (`_Places`). A restore by the files' owner makes what any program of theirs
+would. One by root (`sudo onlooker restore`) into a folder of another user's (the
+project, or `to`) makes every file and folder it creates in a folder of that user's
+theirs, not root's: a file of root's in their tree is one they can neither change nor
+replace. A replaced file keeps its owner, as it keeps its mode. Below that folder such
+a restore follows no symbolic link (the file is refused): the user could otherwise
+point a folder of theirs at one of root's and have root write there. Files outside the
+project restored to where they were are left as root makes them.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import blake3
 from . import records
 from .errors import HashError, MissingObject, StoreError
 from .hashing import hash_file
+from .private import Owner
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -75,6 +85,10 @@ class AmbiguousVersion(VersionNotFound):
 
 class _Damaged(Exception):
     """The object's bytes do not hash to its name."""
+
+
+class _LinkOnTheWay(Exception):
+    """A folder on the way to the target is a symbolic link (see `_Places`)."""
 
 
 def restore(catalog: Catalog, run: int | str, *, paths: Iterable[str] | None = None,
@@ -174,6 +188,17 @@ def _restore(catalog: Catalog, plan: list[tuple[str, str, str, int]], run_id: in
              to: str | os.PathLike[str] | None, force: bool, dry_run: bool,
              on_progress: Progress | None) -> dict[str, Any]:
     base = _base(catalog, to)
+    places = _Places(catalog, base, to)
+    try:
+        return _restore_in(catalog, plan, run_id, to, force, dry_run, on_progress, base,
+                           places)
+    finally:
+        places.close()
+
+
+def _restore_in(catalog: Catalog, plan: list[tuple[str, str, str, int]], run_id: int | None,
+                to: str | os.PathLike[str] | None, force: bool, dry_run: bool,
+                on_progress: Progress | None, base: Path, places: _Places) -> dict[str, Any]:
     store_dir = str(catalog.store_dir)
     total_bytes = sum(size or 0 for *_, size in plan)
     done_bytes = 0
@@ -196,10 +221,15 @@ def _restore(catalog: Catalog, plan: list[tuple[str, str, str, int]], run_id: in
             else:
                 try:
                     _write(catalog, want, target, mode,
-                           (lambda n: tick(n)) if size and size > _CHUNK else None)
+                           (lambda n: tick(n)) if size and size > _CHUNK else None, places)
                     status, written = "restored", written + (size or 0)
                 except _Damaged as err:
                     status, reason = "failed", str(err)
+                except _LinkOnTheWay as err:
+                    status, reason = "refused", (
+                        f"{err} is a symbolic link, which a restore by root into another"
+                        " user's folder never follows (restore as that user, or --to a"
+                        " folder of root's)")
                 except MissingObject as err:
                     status, reason = "failed", str(err)
                 except OSError as err:
@@ -276,19 +306,152 @@ def _decide(catalog: Catalog, name: str, want: str, target: str, store_dir: str,
     return "restore", None, mode
 
 
+class _Places:
+    """The folders a restore writes into, and who gets what it makes (the module's doc:
+    Owners). Folders are opened one by one from the base down, so what is checked is
+    what is written into."""
+
+    def __init__(self, catalog: Catalog, base: Path, to: str | os.PathLike[str] | None
+                 ) -> None:
+        self.catalog, self.base, self.to = catalog, str(base), to
+        self.root = os.geteuid() == 0
+        self.owner = Owner.of(base)
+        self._fd = -1
+
+    @property
+    def foreign(self) -> bool:
+        """Root, writing into a folder of another user's."""
+        return self.root and self.owner.uid != 0
+
+    def inside(self, target: str) -> bool:
+        return target.startswith(self.base.rstrip(os.sep) + os.sep)
+
+    def _base_fd(self) -> int:
+        if self._fd < 0:
+            if self.to is not None:
+                self._make_base()
+            fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            if self.to is None and self.root and st.st_uid != self.catalog.owner.uid:
+                os.close(fd)  # the project folder was swapped since the catalog was opened
+                raise RestoreError(f"{self.base} is no longer the project the catalog was"
+                                   " opened in (another user owns it now): nothing was"
+                                   " restored")
+            self.owner = Owner(st.st_uid, st.st_gid)
+            self._fd = fd
+        return self._fd
+
+    def _make_base(self) -> None:
+        missing = []
+        p = Path(self.base)
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for p in reversed(missing):
+            try:
+                os.mkdir(p)
+            except FileExistsError:
+                continue
+            if self.owner.chown_needed:  # the folder `to` is made in is the owner's
+                os.chown(p, self.owner.uid, self.owner.gid, follow_symlinks=False)
+
+    def folder(self, target: str) -> int:
+        """A descriptor of the folder `target` goes into, made if missing (the
+        caller closes it). Raises _LinkOnTheWay where a foreign restore meets a link."""
+        folder = os.path.dirname(target)
+        if not self.inside(target):
+            os.makedirs(folder, exist_ok=True)
+            return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.dup(self._base_fd())  # first: it settles the owner
+        nofollow = os.O_NOFOLLOW if self.foreign else 0
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | nofollow
+        rel = os.path.relpath(folder, self.base)
+        try:
+            for i, part in enumerate([] if rel == "." else rel.split(os.sep)):
+                try:
+                    nfd = os.open(part, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    self._mkdir(part, fd)
+                    nfd = os.open(part, flags, dir_fd=fd)
+                except OSError:
+                    if nofollow and _is_link(part, fd):
+                        raise _LinkOnTheWay(os.path.join(
+                            self.base, *rel.split(os.sep)[:i + 1])) from None
+                    raise
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _mkdir(self, name: str, parent_fd: int) -> None:
+        try:
+            os.mkdir(name, dir_fd=parent_fd)
+        except FileExistsError:
+            return
+        got = self._heir(parent_fd, None)
+        if got is not None:
+            os.chown(name, *got, dir_fd=parent_fd, follow_symlinks=False)
+
+    def _heir(self, folder_fd: int, old: os.stat_result | None) -> tuple[int, int] | None:
+        """(uid, gid) a file or folder made in `folder_fd` must get, None: as made.
+        `old`: the file it replaces."""
+        if not self.root:
+            return None
+        if old is not None:
+            want = (old.st_uid, old.st_gid)
+        else:
+            st = os.fstat(folder_fd)
+            if not self.owner.chown_needed or st.st_uid != self.owner.uid:
+                return None
+            # a setgid folder hands its group down, as the kernel would for the owner
+            want = (st.st_uid, st.st_gid if st.st_mode & stat.S_ISGID else self.owner.gid)
+        return None if want == (os.geteuid(), os.getegid()) else want
+
+    def give(self, fd: int, folder_fd: int, old: os.stat_result | None,
+             target: str) -> None:
+        """Make the restored file `fd` whose it must be (the module's doc: Owners)."""
+        if old is None and not self.inside(target):
+            return
+        got = self._heir(folder_fd, old)
+        if got is not None:
+            os.fchown(fd, *got)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
+
+
 def _write(catalog: Catalog, want: str, target: str, mode: int | None,
-           progress: Callable[[int], None] | None) -> None:
+           progress: Callable[[int], None] | None, places: _Places) -> None:
     """Copy the object to a temp file beside `target`, hashing as it goes, and rename
     it into place only when the hash is `want`; nothing is left behind otherwise."""
-    folder, leaf = os.path.split(target)
-    os.makedirs(folder, exist_ok=True)
+    leaf = os.path.basename(target)
+    dir_fd = places.folder(target)
     # ends in .tmp: the agent takes it for a tool's temp file, not an asset
-    tmp = os.path.join(folder, f".{leaf}.{uuid.uuid4().hex[:12]}.onlooker-restore.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    tmp = f".{leaf}.{uuid.uuid4().hex[:12]}.onlooker-restore.tmp"
+    fd = -1
     try:
+        try:
+            old: os.stat_result | None = os.lstat(leaf, dir_fd=dir_fd)
+        except FileNotFoundError:
+            old = None
+        if old is not None and not stat.S_ISREG(old.st_mode):
+            old = None  # a link or other thing replaced (--force): nobody's file to keep
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o666, dir_fd=dir_fd)
         with catalog.objects.open(want) as src:
             if _is_big_file(src):
-                got = _copy_big(src, fd, tmp, progress)
+                got = _copy_big(src, fd, progress)
             else:
                 hasher = blake3.blake3()
                 copied = 0
@@ -307,19 +470,22 @@ def _write(catalog: Catalog, want: str, target: str, mode: int | None,
         if got != want:
             raise _Damaged(f"the stored object is damaged (its bytes hash to {got[:19]}…, not"
                            " the recorded hash); nothing was written")
+        places.give(fd, dir_fd, old, target)  # before the mode: a chown clears setuid bits
         if mode is not None:
             os.fchmod(fd, mode)
         os.close(fd)
         fd = -1
-        os.rename(tmp, target)
+        os.rename(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         if fd >= 0:
             os.close(fd)
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
         raise
+    finally:
+        os.close(dir_fd)
 
 
 def _is_big_file(src: Any) -> bool:
@@ -330,7 +496,7 @@ def _is_big_file(src: Any) -> bool:
         return False
 
 
-def _copy_big(src: Any, fd: int, tmp: str, progress: Callable[[int], None] | None) -> str:
+def _copy_big(src: Any, fd: int, progress: Callable[[int], None] | None) -> str:
     """Copy in the kernel (copy_file_range, a reflink where the filesystem has them,
     else sendfile), then hash what was written, read back through a map with BLAKE3's
     threads: the bytes about to be renamed into place are the ones checked."""
@@ -351,6 +517,6 @@ def _copy_big(src: Any, fd: int, tmp: str, progress: Callable[[int], None] | Non
         if progress is not None:
             progress(copied)
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if copied:
-        hasher.update_mmap(tmp)
+    if copied:  # through the descriptor: its folder may have been renamed meanwhile
+        hasher.update_mmap(f"/proc/self/fd/{fd}")
     return "blake3:" + hasher.hexdigest()

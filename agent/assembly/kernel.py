@@ -44,6 +44,7 @@ from onlooker.agent.assembly.model import Cell, Kernel, Run, Step
 from onlooker.agent.events import HashDone, ProcInfo
 from onlooker.agent.rules import notebook as nbrules
 from onlooker.agent.rules import secrets
+from onlooker.store import private
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,10 @@ def server_sessions(runtime_dir: str) -> list[tuple[str, str]]:
         if not (name.startswith(("jpserver-", "nbserver-")) and name.endswith(".json")):
             continue
         try:
-            with open(os.path.join(runtime_dir, name), "rb") as f:
-                info = json.loads(f.read(65536))
+            data = _read_head(os.path.join(runtime_dir, name), 65536)
+            if data is None:
+                continue
+            info = json.loads(data)
             url = str(info["url"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -219,7 +222,7 @@ class KernelSide:
 
     def _kernel_history(self, run: Run, k: Kernel, now: float) -> None:
         sig = _db_sig(k.history)
-        if sig is None or sig == k.db_sig:
+        if sig is None or sig == k.db_sig or not private.may_read(k.history):
             return
         if k.session is None:
             taken = {r.kernel.session for r in self.runs + self.recent
@@ -415,6 +418,9 @@ class KernelSide:
 
 
 def _read_head(path: str, limit: int) -> bytes | None:
+    # An agent run as root reads nothing the project's owner could not (store/private.py).
+    if not private.may_read(path):
+        return None
     try:
         with open(path, "rb") as f:
             return f.read(limit)

@@ -1,0 +1,283 @@
+"""What the tools beside the agent make in a project (init, `onlooker run`, gc, restore)
+is the project owner's, whoever runs them (store/private.py); a root agent reads no
+kernel file the owner could not."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from onlooker.agent import config, launcher
+from onlooker.agent.assembly import kernel
+from onlooker.store import manage, private
+from onlooker.store.catalog import Catalog
+from onlooker.store.errors import StoreError
+from onlooker.store.private import Owner
+
+# Ids with no account on the machine: root may give files to any uid.
+UID, GID = 54_321, 54_322
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
+T0 = time.time() - 10 * 86400
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(os.lstat(p).st_mode)
+
+
+def whose(p: Path) -> tuple[int, int]:
+    st = os.lstat(p)
+    return st.st_uid, st.st_gid
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project folder of another user's, as root sees it under sudo."""
+    p = tmp_path / "proj"
+    p.mkdir()
+    os.chown(p, UID, GID)
+    return p
+
+
+@pytest.fixture
+def reader_reset():
+    yield
+    private.read_for(None)
+
+
+@root_only
+def test_init_leaves_the_owner_a_private_store_and_a_config_to_edit(project):
+    assert config.instrument(project)
+    store = project / ".onlooker"
+    assert (whose(store), mode(store)) == ((UID, GID), 0o700)
+    for name in ("config.toml", ".gitignore", "catalog.db"):
+        assert (whose(store / name), mode(store / name)) == ((UID, GID), 0o600), name
+    assert (store / "config.toml").read_text() == config.TEMPLATE
+    # An edited config survives a second init; an old store's loose modes are fixed.
+    (store / "config.toml").write_text("[capture]\npoll_hz = 10\n")
+    (store / "config.toml").chmod(0o644)
+    os.chown(store / ".gitignore", 0, 0)
+    assert not config.instrument(project)
+    assert (store / "config.toml").read_text() == "[capture]\npoll_hz = 10\n"
+    assert mode(store / "config.toml") == 0o600
+    assert whose(store / ".gitignore") == (UID, GID)
+
+
+def test_init_by_the_owner_is_private_too(tmp_path):
+    config.instrument(tmp_path)
+    store = tmp_path / ".onlooker"
+    assert mode(store) == 0o700
+    assert mode(store / "config.toml") == mode(store / ".gitignore") == 0o600
+
+
+@root_only
+def test_onlooker_run_keeps_its_log_and_record_for_the_owner(project):
+    store = project / ".onlooker"
+    out = launcher.run([sys.executable, "-c", "print('hello')"], project=project,
+                       store_dir=store, cwd=project, quiet=True)
+    assert out.exit_code == 0
+    assert out.log_path.read_bytes().strip() == b"hello"
+    for folder in (store, store / launcher.LAUNCHER_DIR, store / launcher.LOGS_DIR):
+        assert (whose(folder), mode(folder)) == ((UID, GID), 0o700), folder
+    for f in (out.log_path, out.record_path):
+        assert (whose(f), mode(f)) == ((UID, GID), 0o600), f
+    assert json.loads(out.record_path.read_text())["exit_code"] == 0
+    assert sorted(p.name for p in out.record_path.parent.iterdir()) == [out.record_path.name]
+
+
+@root_only
+def test_onlooker_run_as_root_follows_no_link_and_fixes_an_old_store(project, tmp_path):
+    store = project / ".onlooker"
+    (store / launcher.LAUNCHER_DIR).mkdir(parents=True, mode=0o755)  # an older version's
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    (store / launcher.LOGS_DIR).symlink_to(elsewhere)
+    with pytest.raises(launcher.LaunchError, match="symbolic link"):
+        launcher.run([sys.executable, "-c", "pass"], project=project, store_dir=store,
+                     cwd=project, quiet=True)
+    assert list(elsewhere.iterdir()) == [] and whose(elsewhere) == (0, 0)
+    (store / launcher.LOGS_DIR).unlink()
+    out = launcher.run([sys.executable, "-c", "pass"], project=project, store_dir=store,
+                       cwd=project, quiet=True)
+    assert out.exit_code == 0
+    assert (whose(store / launcher.LAUNCHER_DIR), mode(store / launcher.LAUNCHER_DIR)) == (
+        (UID, GID), 0o700)
+
+
+def _garbage(cat: Catalog) -> None:
+    """One loose object and one packed one that no run names, old enough for gc."""
+    cat.objects.put_bytes(os.urandom(300_000))
+    with cat.objects.batch():
+        for i in range(40):
+            cat.objects.put_bytes(f"small {i}".encode())
+    then = time.time() - 7200
+    for folder, _, names in os.walk(cat.objects.root):
+        for name in names:
+            os.utime(os.path.join(folder, name), (then, then))
+
+
+@root_only
+def test_a_root_gc_leaves_its_lock_and_trash_to_the_owner(project, monkeypatch):
+    trashes: list[Path] = []
+    real_rmtree = shutil.rmtree
+
+    def keep_trash(path, *a, **kw):  # looked at before it goes
+        if Path(path).name.startswith("gc-"):
+            trashes.append(Path(path))
+            assert (whose(Path(path)), mode(Path(path))) == ((UID, GID), 0o700)
+            for p in Path(path).iterdir():
+                assert whose(p) == (UID, GID), p
+        real_rmtree(path, *a, **kw)
+
+    monkeypatch.setattr(manage.shutil, "rmtree", keep_trash)
+    with Catalog.init(project) as cat:
+        _garbage(cat)
+        report = manage.gc(cat)
+        assert report["freed"]["objects"] == 41
+    assert trashes, "gc made no trash folder"
+    lock = project / ".onlooker" / manage.GC_LOCK
+    assert (whose(lock), mode(lock)) == ((UID, GID), 0o600)
+    for p in (project / ".onlooker").rglob("*"):
+        assert whose(p) == (UID, GID), p
+
+
+@root_only
+def test_a_root_gc_stops_at_a_link_in_the_owners_store(project, tmp_path):
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    with Catalog.init(project) as cat:
+        _garbage(cat)
+        shutil.rmtree(cat.objects.tmp, ignore_errors=True)
+        cat.objects.tmp.symlink_to(elsewhere)
+        before = sorted(cat.objects.entries())
+        with pytest.raises(StoreError, match="symbolic link"):
+            manage.gc(cat)
+        assert sorted(cat.objects.entries()) == before  # stopped before it began
+    assert list(elsewhere.iterdir()) == []
+
+
+# ---- restore -----------------------------------------------------------------------------
+
+
+def _one_run(cat: Catalog, files: dict[str, bytes]) -> int:
+    run = cat.begin_run(command=["python", "x.py"], cwd=str(cat.project), exe=None, pid=1,
+                        pid_start=1, user="ana", hostname="box", started_at=T0,
+                        tier="netlink")
+    for path, data in files.items():
+        vid = cat.add_version(path, hash=cat.objects.put_bytes(data), size=len(data),
+                              mtime_ns=1, kind="other", stored=True, created_at=T0)
+        cat.link(run, vid, "output")
+    cat.update_run(run, status="completed", exit_code=0, ended_at=T0 + 1)
+    return run
+
+
+@root_only
+def test_root_restores_new_files_and_folders_as_the_owners(project):
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {"models/deep/model.bin": b"weights", "top.txt": b"top",
+                             "big.bin": os.urandom(5 << 20)})
+        report = cat.restore(run)
+    assert report["ok"], report
+    for p in ("models", "models/deep"):
+        assert whose(project / p) == (UID, GID), p
+        assert mode(project / p) & 0o700 == 0o700
+    for p in ("models/deep/model.bin", "top.txt", "big.bin"):
+        assert whose(project / p) == (UID, GID), p
+    assert (project / "models/deep/model.bin").read_bytes() == b"weights"
+
+
+@root_only
+def test_a_replaced_file_keeps_its_owner_and_a_root_folder_keeps_roots(project):
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {"mine.txt": b"v1", "rootdir/made.txt": b"x",
+                             "roots.txt": b"r1"})
+        (project / "mine.txt").write_bytes(b"v1")
+        os.chown(project / "mine.txt", UID, GID)
+        (project / "mine.txt").write_bytes(b"v1 changed")  # not recorded: --force
+        (project / "roots.txt").write_bytes(b"r1 changed")  # root's, stays root's
+        (project / "rootdir").mkdir()  # root's folder in the owner's tree
+        assert cat.restore(run, force=True)["ok"]
+    assert whose(project / "mine.txt") == (UID, GID)
+    assert (project / "mine.txt").read_bytes() == b"v1"
+    assert whose(project / "roots.txt") == (0, 0)
+    assert whose(project / "rootdir" / "made.txt") == (0, 0)
+
+
+@root_only
+def test_root_follows_no_link_in_another_users_tree(project, tmp_path):
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {"out/cron.txt": b"* * * * * evil\n", "fine.txt": b"ok"})
+        (project / "out").symlink_to(elsewhere)
+        report = cat.restore(run)
+    byname = {f["path"]: f for f in report["files"]}
+    assert byname["out/cron.txt"]["status"] == "refused"
+    assert "symbolic link" in byname["out/cron.txt"]["reason"]
+    assert byname["fine.txt"]["status"] == "restored"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_owner_still_follows_links_in_their_own_tree(tmp_path):
+    big = tmp_path / "big"
+    big.mkdir()
+    project = tmp_path / "proj"
+    project.mkdir()
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {"data/rows.csv": b"a,b\n"})
+        (project / "data").symlink_to(big)  # data on another disk
+        assert cat.restore(run)["ok"]
+    assert (big / "rows.csv").read_bytes() == b"a,b\n"
+
+
+@root_only
+def test_restore_to_a_folder_is_that_folders_owners(project, tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, UID, GID)
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {"models/m.bin": b"m"})
+        assert cat.restore(run, to=theirs / "new" / "copy")["ok"]
+        assert cat.restore(run, to=roots)["ok"]
+    for p in ("new", "new/copy", "new/copy/models", "new/copy/models/m.bin"):
+        assert whose(theirs / p) == (UID, GID), p
+    assert whose(roots / "models") == whose(roots / "models/m.bin") == (0, 0)
+
+
+# ---- the kernel side ---------------------------------------------------------------------
+
+
+def test_a_kernel_file_the_owner_may_not_read_is_not_read(reader_reset, monkeypatch):
+    asked: list[str] = []
+
+    def urlopen(req, timeout):
+        asked.append(req.full_url)
+        raise OSError("no server here")
+
+    monkeypatch.setattr(kernel.urllib.request, "urlopen", urlopen)
+    base = Path(tempfile.mkdtemp(prefix="onlooker-kernel-"))
+    try:
+        base.chmod(0o755)
+        shared, secret = base / "kernel-1.json", base / "kernel-2.json"
+        for f, bits in ((shared, 0o644), (secret, 0o600)):
+            f.write_text('{"jupyter_session": "/p/a.ipynb", "key": "k"}')
+            f.chmod(bits)
+        (base / "jpserver-1.json").write_text('{"url": "http://127.0.0.1:9/", "token": "t"}')
+        (base / "jpserver-1.json").chmod(0o600)
+        private.read_for(Owner(UID, GID) if os.geteuid() == 0 else Owner(os.geteuid() + 1, 0))
+        assert kernel._read_head(str(shared), 65536) is not None
+        assert kernel._read_head(str(secret), 65536) is None
+        assert kernel.server_sessions(str(base)) == [] and asked == []  # token never taken
+        private.read_for(None)
+        assert kernel.server_sessions(str(base)) == [] and len(asked) == 1
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
