@@ -61,6 +61,29 @@ def render_pipeline(pipe: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _write_project_file(path: Path, data: bytes) -> None:
+    """A file of the project's own (0644 less the umask), made at once (a temp renamed
+    over it), never through a link at the temp's name, and its folder owner's when root
+    writes it (`sudo onlooker pipeline --dvc-yaml`): root must leave no file of its own
+    in a user's tree."""
+    from onlooker.store.private import Owner, open_private
+
+    tmp = path.with_name(f".{path.name}.onlooker-tmp")
+    tmp.unlink(missing_ok=True)  # one left by a crash, or a link planted there
+    try:
+        fd = open_private(tmp, os.O_WRONLY | os.O_EXCL, Owner.of(path.parent), mode=0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {path}: {err.strerror or err}") from err
+
+
 def _write_dvc_yaml(state: AppState, pipe: dict[str, Any], target: str, force: bool) -> None:
     from onlooker.store.pipeline import dvc_yaml
 
@@ -81,9 +104,7 @@ def _write_dvc_yaml(state: AppState, pipe: dict[str, Any], target: str, force: b
         raise CliError(f"{path} exists: give another FILE, or --force to replace it",
                        exit_code=2)
     text = dvc_yaml(pipe, at=where)
-    tmp = path.with_name(f".{path.name}.onlooker-tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _write_project_file(path, text.encode("utf-8"))
     note(f"wrote {len(pipe['stages'])} stages to {path} (check with `dvc dag`, "
          "`dvc repro --dry`)")
 
