@@ -20,6 +20,10 @@ from .pipeline import EXPECTED, PARAMS, STAGES, run_stage, write_project
 from .test_pipeline import cli, need_root, runs_json, started
 from .test_robustness import settle
 
+# the stages run as sys.executable: `python` under `.venv/bin/python -m pytest`,
+# `python3` under `.venv/bin/pytest` (its shebang names python3)
+PYTHON = os.path.basename(sys.executable)
+
 pytestmark = pytest.mark.e2e
 NAMES = [name for name, _ in STAGES]
 
@@ -68,7 +72,7 @@ def check_pipeline(pipe: dict) -> None:
         assert s["params"] == ({"params.yaml": params[s["name"]]} if s["name"] in params
                                else {}), s
         assert len(s["runs"]) == 2 and s["latest_run"] == s["runs"][-1]
-        assert s["cmd"] == "python " + " ".join(dict(STAGES)[s["name"]])
+        assert s["cmd"] == f"{PYTHON} " + " ".join(dict(STAGES)[s["name"]])
     assert {(e["from"], e["to"]) for e in pipe["edges"]} == truth_edges()
     assert pipe["warnings"] == []
 
@@ -80,7 +84,7 @@ def check_dvc_yaml(text: str) -> None:
     params = truth_params()
     for name, stage in stages.items():
         want = EXPECTED[name]
-        assert stage["cmd"] == "python " + " ".join(dict(STAGES)[name])
+        assert stage["cmd"] == f"{PYTHON} " + " ".join(dict(STAGES)[name])
         assert set(stage["deps"]) == (want["inputs"] | want["code"]) - {"params.yaml"}
         assert set(stage["outs"]) == want["outputs"]
         assert stage.get("params") == params.get(name)
