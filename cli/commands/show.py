@@ -33,13 +33,26 @@ def resolve(catalog: Any, ref: str) -> dict[str, Any]:
     return catalog.run(run_ref_id(catalog, ref))
 
 
+# How a file came to a run when no process was seen doing it (records.BASES): shown
+# beside it, the guesses starred, so a guess never passes for an observation.
+_BASIS_TEXT = {"fd": "fd (seen open)", "argv": "argv (named)", "window": "window*",
+               "rescan": "rescan*", "ambiguous": "ambiguous* (shared)"}
+GUESS_NOTE = ("* a guess: window = by time alone, rescan = found changed by a later scan,"
+              " ambiguous = one of the runs alive then did it, and each of them has it")
+
+
 def _files(entries: Any) -> str:
+    entries = [e for e in entries or () if isinstance(e, dict)]
+    bases = [_BASIS_TEXT.get(e.get("basis") or "", "") for e in entries]
     rows = [
-        (e.get("path"), e.get("kind") or "-", human_size(e.get("size")), short_hash(e.get("hash")))
-        for e in entries or ()
-        if isinstance(e, dict)
+        (e.get("path"), e.get("kind") or "-", human_size(e.get("size")), short_hash(e.get("hash")),
+         *([b] if any(bases) else []))
+        for e, b in zip(entries, bases, strict=True)
     ]
-    return table(None, rows) if rows else "(none)"
+    if not rows:
+        return "(none)"
+    text = table(None, rows)
+    return f"{text}\n{GUESS_NOTE}" if any("*" in b for b in bases) else text
 
 
 def _meta_files(entries: Any) -> str:

@@ -141,6 +141,23 @@ def test_show_table(project: Path, invoke, fake_catalog) -> None:
     assert make_line.index("make") < child_line.index("python")  # the tree is indented
 
 
+def test_show_marks_the_files_the_tier_guessed(project: Path, invoke, fake_catalog) -> None:
+    run = make_run(1)
+    run["inputs"] = [{"path": "data/shared.csv", "hash": "blake3:" + "ab" * 32, "size": 10,
+                      "kind": "dataset", "basis": "ambiguous"},
+                     {"path": "cfg.yaml", "hash": "blake3:" + "ba" * 32, "size": 10,
+                      "kind": "config", "basis": "fd"}]
+    fake_catalog.stored.append(run)
+    out = invoke("-C", str(project), "show", "1").stdout
+    shared = next(line for line in out.splitlines() if "data/shared.csv" in line)
+    assert "ambiguous* (shared)" in shared
+    assert "fd (seen open)" in next(line for line in out.splitlines() if "cfg.yaml" in line)
+    assert out.count("* a guess:") == 1  # under the inputs, where the guess is
+    # where every file was seen by its process, nothing is added
+    model = next(line for line in out.splitlines() if line.lstrip().startswith("model.pkl"))
+    assert model.rstrip().endswith("cd" * 6)
+
+
 def test_show_diff_prints_the_kept_changes(project: Path, invoke, fake_catalog) -> None:
     from tests.cli.conftest import DIFF_TEXT
 
