@@ -29,7 +29,20 @@ function filesTable(entries, { withAccess = false } = {}) {
       withAccess ? el('td', {}, e.access || '-') : null,
       el('td', {}, e.kind || '-'), el('td', { class: 'num' }, humanSize(e.size)),
       el('td', { class: 'mono faint', title: e.hash || '' }, shortHash(e.hash)),
-      el('td', { class: 'faint' }, e.basis || '-')))));
+      basisCell(e.basis)))));
+}
+
+// The bases that are guesses (docs/user-guide.md): starred, with what they mean.
+const GUESSES = {
+  window: 'by time alone',
+  rescan: 'found changed by a later scan',
+  ambiguous: 'one of the runs alive then did it, and each of them has it',
+};
+
+function basisCell(basis) {
+  const why = GUESSES[basis];
+  if (!why) return el('td', { class: 'faint' }, basis || '-');
+  return el('td', { class: 'guess', title: `a guess: ${why}` }, `${basis}*`);
 }
 
 function paramsTable(params) {
