@@ -51,6 +51,12 @@ _translate = sqlite_error
 _text = records.safe_text
 
 
+def _rank(column: str) -> str:
+    """SQL: a basis's strength, records.BASES order (lower is stronger), NULL last."""
+    whens = " ".join(f"WHEN '{b}' THEN {i}" for i, b in enumerate(records.BASES))
+    return f"(CASE {column} {whens} ELSE {len(records.BASES)} END)"
+
+
 class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
     """One project's catalog. The agent's assembler is its only writer; any number of
     readers (CLI, notebooks) may open it at once, read-only, without blocking it."""
@@ -302,8 +308,9 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         `producer_set`: the version already names the run that produced it (as
         add_version does when given a run), so there is none to set here. `basis`: how
         the file was attributed (records.BASES), None where not known; a link made again
-        keeps the first basis given. `access`: for role ``meta`` (a tool's file), whether
-        the run read or wrote it (required); the other roles imply it. A meta write is
+        keeps the strongest basis it was given (a guess upgraded by evidence). `access`:
+        for role ``meta`` (a tool's file), whether the run read or wrote it (required);
+        the other roles imply it. A meta write is
         never the version's producer: meta is no lineage."""
         if role not in records.ROLES:
             raise ValueError(f"role must be one of {', '.join(records.ROLES)}, not {role!r}")
@@ -314,7 +321,8 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
             self._execute(
                 "INSERT INTO io (run_id, step_id, version_id, role, access, basis)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, version_id, role, access,"
-                " ifnull(step_id, 0)) DO UPDATE SET basis = coalesce(io.basis, excluded.basis)",
+                f" ifnull(step_id, 0)) DO UPDATE SET basis = CASE WHEN {_rank('excluded.basis')}"
+                f" < {_rank('io.basis')} THEN excluded.basis ELSE io.basis END",
                 (run_id, step_id, version_id, role, access, basis))
             if role == "output" and not producer_set:
                 # the first run seen writing a content is its producer

@@ -488,14 +488,20 @@ def test_meta_files_are_kept_apart_and_are_no_lineage(cat):
     assert cat.writers(H3) == [] and {w["path"] for w in cat.writers(H1)} == set()
     assert cat.versions("model.pt")[0]["run_id"] == run
     assert cat.run(other)["meta"][0]["access"] == "read" and cat.run(other)["inputs"] == []
-    # a link made again keeps its first basis, and fills one that was not known
+    # a link made again keeps its strongest basis (a guess gives way to evidence, never
+    # the other way), and fills one that was not known
     cat.link(run, model, "output", step, basis="window")
     plain = cat.add_version("b.csv", hash=H3, size=1, mtime_ns=1, kind="dataset",
                             stored=False, created_at=T0)
     cat.link(run, plain, "input")
     cat.link(run, plain, "input", basis="rescan")
+    shared = cat.add_version("c.csv", hash=H1, size=1, mtime_ns=1, kind="dataset",
+                             stored=False, created_at=T0)
+    cat.link(run, shared, "input", basis="ambiguous")
+    cat.link(run, shared, "input", basis="fd")
     got = {f["path"]: f["basis"] for f in cat.run(run)["inputs"] + cat.run(run)["outputs"]}
-    assert got == {"b.csv": "rescan", "data/train.csv": "fanotify", "model.pt": "argv"}
+    assert got == {"b.csv": "rescan", "c.csv": "fd", "data/train.csv": "fanotify",
+                   "model.pt": "argv"}
     # unlink picks the meta read or write
     cat.unlink(run, tag_b, "meta", step, access="read")
     assert cat._conn.execute("SELECT access FROM io WHERE run_id = ? AND version_id = ?",
