@@ -243,3 +243,14 @@ def cells_of(execute: Callable[..., Any], version: int, since: int,
     return {r["id"]: (r["cell"], r["source"]) for r in execute(
         "SELECT id, cell, source FROM steps WHERE run_id = ? AND (cell IS NOT NULL"
         " OR source IS NOT NULL)", (run_id,))}
+
+
+def exit_unseen(status: str | None, tier: str | None) -> str | None:
+    """Why a run that ended has no exit status (status `ended`), in one phrase from its
+    capture tier; None for any other status."""
+    if status != "ended":
+        return None
+    if (tier or "").startswith("poll"):
+        return ("the poll tier sees a process end, and its exit status only when it catches"
+                " the process as a zombie before its parent reaps it")
+    return "the process source lost its exit event (an overflow) and found the process gone"

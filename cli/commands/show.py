@@ -25,6 +25,7 @@ from onlooker.cli.output import (
     table,
 )
 from onlooker.cli.telemetry_view import telemetry_sections
+from onlooker.store import records
 from onlooker.store.errors import StoreError
 
 
@@ -220,11 +221,12 @@ def render_run(run: dict[str, Any], diff: str | None = None, *, show_all: bool =
     text behind git.diff where the caller read it; `show_all` adds the files tools read
     and wrote around the run (meta)."""
     notebook = run.get("notebook") or {}
+    unseen = records.exit_unseen(run.get("status"), run.get("tier"))
     header = table(None, [
         *([("notebook", f"{notebook.get('path')} (kernel; found by "
                         f"{notebook.get('found_by') or '-'})")] if notebook else []),
         ("status", status_text(run)),
-        ("exit", _scalar(run.get("exit_code"))),
+        ("exit", f"not seen: {unseen}" if unseen else _scalar(run.get("exit_code"))),
         ("started", local_time(run.get("started_at"))),
         ("ended", local_time(run.get("ended_at"))),
         ("duration", human_duration(run.get("duration"))),

@@ -158,6 +158,15 @@ def test_show_marks_the_files_the_tier_guessed(project: Path, invoke, fake_catal
     assert model.rstrip().endswith("cd" * 6)
 
 
+def test_show_says_why_an_ended_runs_exit_status_is_missing(project: Path, invoke,
+                                                             fake_catalog) -> None:
+    fake_catalog.stored.append(make_run(1, status="ended", exit_code=None,
+                                        tier="poll+inotify"))
+    out = invoke("-C", str(project), "show", "1").stdout
+    exit_line = next(line for line in out.splitlines() if line.lstrip().startswith("exit"))
+    assert "not seen: the poll tier sees a process end" in exit_line
+
+
 def test_show_diff_prints_the_kept_changes(project: Path, invoke, fake_catalog) -> None:
     from tests.cli.conftest import DIFF_TEXT
 
