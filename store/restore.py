@@ -38,9 +38,12 @@ project restored to where they were are left as root makes them.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+import queue
 import re
 import stat
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -62,6 +65,7 @@ STATUSES = ("restored", "would_restore", "unchanged", "skipped", "refused", "fai
 OUTSIDE = "_outside"
 _CHUNK = 8 * 1024 * 1024
 _BIG = 4 * 1024 * 1024  # loose objects over this are copied by the kernel
+_PIECE = 16 * 1024 * 1024  # ...and hashed in pieces of this (a multiple of the page)
 _HEX = re.compile(r"(?:blake3:)?[0-9a-fA-F]+")
 # A path that is in several roles is restored once; the content the run left wins.
 _PRECEDENCE = {"outputs": 0, "inputs": 1, "code": 2, "meta": 3}
@@ -498,25 +502,57 @@ def _is_big_file(src: Any) -> bool:
 
 def _copy_big(src: Any, fd: int, progress: Callable[[int], None] | None) -> str:
     """Copy in the kernel (copy_file_range, a reflink where the filesystem has them,
-    else sendfile), then hash what was written, read back through a map with BLAKE3's
-    threads: the bytes about to be renamed into place are the ones checked."""
+    else sendfile) and hash what was written, read back through a map, piece by piece
+    in a thread while the kernel copies the next piece (BLAKE3 releases the GIL): the
+    bytes about to be renamed into place are the ones checked, in about the time of
+    the copy alone rather than the copy and then the hash."""
     size = os.fstat(src.fileno()).st_size
-    copied = 0
     in_fd = src.fileno()
-    while copied < size:
-        want = min(_CHUNK * 8, size - copied)
-        try:
-            n = os.copy_file_range(in_fd, fd, want, copied, copied)
-        except OSError as err:
-            if err.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise
-            n = os.sendfile(fd, in_fd, copied, want)
-        if n == 0:
-            break
-        copied += n
-        if progress is not None:
-            progress(copied)
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if copied:  # through the descriptor: its folder may have been renamed meanwhile
-        hasher.update_mmap(f"/proc/self/fd/{fd}")
+    # one thread: the kernel's copy takes the other core (with all of them, the hash
+    # and the copy slow each other down)
+    hasher = blake3.blake3()
+    # the temp file is open write-only: a map of it needs a reading descriptor, opened
+    # through this one (its folder may have been renamed meanwhile)
+    reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    pieces: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+    failed: list[BaseException] = []
+
+    def hash_pieces() -> None:
+        while (piece := pieces.get()) is not None:
+            if failed:
+                continue
+            try:
+                with mmap.mmap(reader, piece[1], prot=mmap.PROT_READ, offset=piece[0]) as m:
+                    hasher.update(m)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                failed.append(err)
+
+    worker = threading.Thread(target=hash_pieces, name="onlooker-restore-hash", daemon=True)
+    worker.start()
+    copied = queued = 0
+    try:
+        while copied < size:
+            want = min(_PIECE, size - copied)
+            try:
+                n = os.copy_file_range(in_fd, fd, want, copied, copied)
+            except OSError as err:
+                if err.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                n = os.sendfile(fd, in_fd, copied, want)
+            if n == 0:
+                break
+            copied += n
+            while copied - queued >= _PIECE:  # whole pieces (page-aligned offsets)
+                pieces.put((queued, _PIECE))
+                queued += _PIECE
+            if progress is not None:
+                progress(copied)
+        if copied > queued:
+            pieces.put((queued, copied - queued))
+    finally:
+        pieces.put(None)
+        worker.join()
+        os.close(reader)
+    if failed:
+        raise failed[0]
     return "blake3:" + hasher.hexdigest()

@@ -283,8 +283,11 @@ def test_a_full_disk_stops_with_one_error_and_leaves_no_partial_file(world, monk
     assert not model.exists() and list(model.parent.iterdir()) == []
 
 
-def test_a_big_loose_object_round_trips_and_a_damaged_one_is_caught(world):
-    big = os.urandom(6 * 1024 * 1024)  # copied in the kernel, hashed after, before rename
+# copied in the kernel and hashed piece by piece beside the copy (16 MiB pieces): one
+# piece, and several with a short last one, the flipped bit in a middle piece
+@pytest.mark.parametrize("size", [6 * 1024 * 1024, 40 * 1024 * 1024 + 12345])
+def test_a_big_loose_object_round_trips_and_a_damaged_one_is_caught(world, size):
+    big = os.urandom(size)
     run = world.run([("output", "models/big.bin", big)])
     target = world.root / "models/big.bin"
     target.unlink()
@@ -293,8 +296,9 @@ def test_a_big_loose_object_round_trips_and_a_damaged_one_is_caught(world):
     blob = world.cat.objects.path_for(hash_bytes(big))
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as f:
-        f.seek(5_000_000)
-        f.write(bytes([big[5_000_000] ^ 1]))  # one bit flipped
+        at = min(5_000_000, size // 2) if size < 32 << 20 else 20_000_000
+        f.seek(at)
+        f.write(bytes([big[at] ^ 1]))  # one bit flipped
     entry = world.cat.restore(run)["files"][0]
     assert entry["status"] == "failed" and "damaged" in entry["reason"]
     assert list(target.parent.iterdir()) == []
