@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import sys
 from dataclasses import dataclass
@@ -163,13 +164,27 @@ def load(project: Path) -> Config:
     project = Path(project).resolve()
     path = project / STORE_DIR / CONFIG_NAME
     over: dict[str, Any] = {}
-    if path.exists():
+    try:
+        # Never through a link, never a FIFO or device, never unbounded: root reads it
+        # too (the service, `sudo onlooker start`), and the owner can write it.
+        from onlooker.store import private
+
+        raw = private.read_small(path, private.Owner.of(project))
+    except FileNotFoundError:
+        raw = None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EINVAL):
+            raise ConfigError(f"{path} is not a plain file (a link, FIFO or device): "
+                              "onlooker reads its store's files only as they are") from err
+        if err.errno == errno.EFBIG:
+            raise ConfigError(f"{path} is larger than {private.SMALL_MAX // 2**20} MiB, "
+                              "too large for a config") from err
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+    if raw is not None:
         try:
-            over = tomllib.loads(path.read_text(encoding="utf-8"))
+            over = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid TOML: {err}") from err
-        except OSError as err:
-            raise ConfigError(f"cannot read {path}: {err.strerror}") from err
     data = _merge(DEFAULTS, over, "")
     for key in ("poll_hz", "telemetry_seconds", "grace_seconds", "quiet_seconds", "hash_threads"):
         if data["capture"][key] <= 0:

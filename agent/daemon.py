@@ -392,9 +392,13 @@ class Agent:
             self._project_id = (st.st_dev, st.st_ino)
         elif (st.st_dev, st.st_ino) != self._project_id:
             return f"the project folder {self.project} was moved (another folder is there now)"
+        if st.st_uid != self.owner.uid:  # its store is now someone else's to have
+            return f"the project folder {self.project} now belongs to another user"
         if not os.path.isdir(self.store_dir):
             return f"{self.store_dir} was removed"
-        return None
+        # Root working for the owner: a store swapped for a link (or a third user's
+        # folder) would have it make and give away files wherever the link points.
+        return private.store_folder_problem(self.store_dir, self.owner)
 
     def _halt(self, err: CatalogCorrupt) -> None:
         """The catalog went bad under the agent (a disk error, a write from outside):

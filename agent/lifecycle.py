@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -17,6 +18,8 @@ from typing import Any
 
 from onlooker.agent import config
 from onlooker.agent.errors import AgentError
+from onlooker.agent.service.common import printable
+from onlooker.store import private
 from onlooker.store.private import Owner, open_private
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ _PROGRESS_EVERY = 0.5
 # agent.json is rewritten about once a second; older than this means the agent is stuck.
 _STALE_AFTER = 10.0
 _LOG_TAIL_LINES = 15
+_LOG_WINDOW = 16384  # of agent.log read for its last lines
+_PID_MAX = 64  # bytes of a pidfile: "12345\n"; more is not a pidfile
 
 # Store dirs whose pidfile this process holds: a pidfile naming our own pid is live
 # only if we really took it (and not left by a dead process whose pid we reused).
@@ -71,9 +76,16 @@ def store_dir_of(project: Path) -> Path:
 # -- pidfile ---------------------------------------------------------------------------------
 
 
+def _owner_of(store_dir: Path) -> Owner:
+    return Owner.of(Path(store_dir).parent)
+
+
 def _read_pid(path: Path) -> int | None:
+    # The owner can write the store: what root reads there is read as private.read_small
+    # reads (never a link, a FIFO or /dev/zero, never unbounded).
     try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
+        text = private.read_small(path, _owner_of(path.parent), limit=_PID_MAX).decode(
+            "ascii", errors="replace").strip()
     except OSError:
         return None
     try:
@@ -181,8 +193,10 @@ def running_pid(store_dir: Path) -> int | None:
 
 def read_state(store_dir: Path) -> dict[str, Any]:
     """agent.json as last written, or {} when missing or unreadable."""
+    store_dir = Path(store_dir)
     try:
-        data = json.loads((Path(store_dir) / STATE_NAME).read_text(encoding="utf-8"))
+        data = json.loads(private.read_small(store_dir / STATE_NAME, _owner_of(store_dir))
+                          .decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -202,15 +216,39 @@ def _live_pid(store_dir: Path) -> int | None:
 # -- start / stop ----------------------------------------------------------------------------
 
 
-def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES, since: int = 0) -> str:
+    """The last lines of agent.log (from offset `since` on)."""
     try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", errors="replace")
+        data = private.read_small(path, _owner_of(path.parent), limit=_LOG_WINDOW,
+                                  tail=True, since=since)
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return "\n".join(data.decode("utf-8", errors="replace").rstrip().splitlines()[-lines:])
+
+
+def _check_store(project: Path, store_dir: Path) -> None:
+    """Root acting for the project's owner uses no store folder that is a link or a third
+    user's: the owner could otherwise have it make files in any folder. Checked at each
+    start, stop and status, and by the agent every 2 s (daemon.Agent._project_gone)."""
+    problem = private.store_folder_problem(store_dir, Owner.of(project))
+    if problem is not None:
+        raise LifecycleError(problem)
+
+
+def _open_log(project: Path, store_dir: Path) -> int:
+    owner = Owner.of(project)
+    if not private.acting_for(owner):
+        return open_private(store_dir / LOG_NAME, os.O_WRONLY | os.O_APPEND, owner)
+    # Through the store folder's fd, checked once taken: `.onlooker` swapped for a link
+    # since _check_store cannot have root make agent.log in another folder.
+    sfd = os.open(store_dir, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if os.fstat(sfd).st_uid not in (owner.uid, os.geteuid()):
+            raise OSError(errno.EPERM, "the store folder is not the owner's")
+        return open_private(f"/proc/self/fd/{sfd}/{LOG_NAME}", os.O_WRONLY | os.O_APPEND,
+                            owner)
+    finally:
+        os.close(sfd)
 
 
 def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
@@ -219,6 +257,7 @@ def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
     store_dir = store_dir_of(project)
     if not store_dir.is_dir():
         raise NotInstrumented(project)
+    _check_store(project, store_dir)
     config.load(project)  # a bad config fails here, in one sentence, not in agent.log
     pid = _live_pid(store_dir)
     if pid is not None:
@@ -227,7 +266,7 @@ def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
     # The owner's and 0600 even when root starts it: the owner must be able to read and
     # remove it, and nobody else to read it.
     try:
-        log_fd = open_private(log_path, os.O_WRONLY | os.O_APPEND, Owner.of(project))
+        log_fd = _open_log(project, store_dir)
     except OSError as err:  # ELOOP: a link there is never followed (store/private.py)
         raise LifecycleError(f"cannot open the agent's log {log_path}: "
                              f"{os.strerror(err.errno) if err.errno else err}") from err
@@ -241,7 +280,8 @@ def start(project: Path, *, timeout: float = START_TIMEOUT) -> int:
             cwd=project, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
             close_fds=True, start_new_session=True,
         )
-    log.info("agent spawned (pid %d) for %s", child.pid, project)
+    # printable: this is root's log when the service starts it, and the owner named it
+    log.info("agent spawned (pid %d) for %s", child.pid, printable(str(project)))
     deadline = time.monotonic() + timeout
     while True:
         state = read_state(store_dir)
@@ -274,13 +314,7 @@ def _sentence_in(tail: str) -> str | None:
 
 def _agent_output(log_path: Path, since: int) -> str:
     """The last lines this start's agent wrote to agent.log."""
-    try:
-        with log_path.open("rb") as f:
-            f.seek(since)
-            text = f.read()[-16384:].decode("utf-8", errors="replace")
-    except OSError:
-        return _log_tail(log_path)
-    return "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+    return _log_tail(log_path, since=since)
 
 
 def stop(
@@ -298,13 +332,14 @@ def stop(
     store_dir = store_dir_of(project)
     if not store_dir.is_dir():
         raise NotInstrumented(project)
+    _check_store(project, store_dir)
     pid = _live_pid(store_dir)
     if pid is None:
         return False
     if pid == os.getpid():
         raise LifecycleError("the agent runs in this very process; stop it with its stop event")
     try:
-        os.kill(pid, signal.SIGTERM)
+        _signal_agent(pid, project)
     except ProcessLookupError:
         return True
     except PermissionError as err:
@@ -328,12 +363,44 @@ def stop(
     return True
 
 
+def _signal_agent(pid: int, project: Path) -> None:
+    """SIGTERM `pid`, the agent the store names. Root acting for the project's owner (`sudo
+    onlooker stop` in their project) signals it only if it is this project's agent, the
+    check the service makes (service/guard.py), through a pidfd: the owner writes the
+    pidfile, and could otherwise name any onlooker process, another user's among them."""
+    if os.geteuid() != 0 or not private.acting_for(Owner.of(project)):
+        os.kill(pid, signal.SIGTERM)
+        return
+    # guard imports this module: imported here, on root's stop only
+    from onlooker.agent.service.guard import is_projects_agent
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as err:
+        if err.errno != errno.ENOSYS:  # ESRCH: gone already; EINVAL: not a process
+            raise ProcessLookupError(pid) from err
+        pidfd = None  # a kernel without pidfds (before 5.3)
+    try:
+        if not is_projects_agent(pid, str(project), Owner.of(project).uid):
+            raise LifecycleError(
+                f"pid {pid}, which {store_dir_of(project) / PID_NAME} names, is not this "
+                "project's agent: it was not signalled (remove the pidfile if no agent runs)")
+        if pidfd is None:
+            os.kill(pid, signal.SIGTERM)
+        else:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 def status(project: Path) -> dict[str, Any]:
     """What agent.json says, corrected by whether the agent is really alive."""
     project = Path(project).resolve()
     store_dir = store_dir_of(project)
     if not store_dir.is_dir():
         raise NotInstrumented(project)
+    _check_store(project, store_dir)
     state = read_state(store_dir)
     pid = _live_pid(store_dir)
     now = time.time()

@@ -323,3 +323,99 @@ def _unlink(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+# ---- reading what the owner can write ----------------------------------------------------
+
+SMALL_MAX = 1 << 20  # agent.json, config.toml: far below; a pidfile is read with 64
+
+
+def acting_for(owner: Owner) -> bool:
+    """Whether this process works for someone else (root for the project's owner): what
+    it reads in their store may then be a trap set for it."""
+    return os.geteuid() != owner.uid
+
+
+def store_folder_problem(path: str | os.PathLike[str], owner: Owner) -> str | None:
+    """Why a process acting for `owner` must not use the store folder `path`, or None.
+
+    A link (the owner could point it at any folder, where root would then make and give
+    away files) or a folder of a third user's is refused; root's own is not, as an older
+    version's `sudo onlooker init` made the store root's (`secure_store` gives it)."""
+    if not acting_for(owner):
+        return None
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None  # not made yet: whoever makes it makes it the owner's
+    except OSError as err:
+        return f"cannot look at {path}: {err.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return (f"{path} is a symbolic link: an agent running as root for another user does"
+                " not follow links in their store")
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a folder"
+    if st.st_uid not in (owner.uid, os.geteuid()):
+        return f"{path} belongs to another user than the project's owner (uid {owner.uid})"
+    return None
+
+
+def read_small(path: str | os.PathLike[str], owner: Owner | None = None, *,
+               limit: int = SMALL_MAX, tail: bool = False, since: int = 0,
+               dir_fd: int | None = None) -> bytes:
+    """The bytes of a small file that its owner can write, read safely by anyone: never
+    through a link, a plain file only (a FIFO or /dev/zero put in its place neither hangs
+    nor fills memory), at most `limit` bytes. A file larger than `limit` is refused
+    (EFBIG: a cut config would mean something else), or with `tail` its last `limit`
+    bytes from offset `since` on are read (a log).
+
+    With `owner` and a process acting for them (`acting_for`), the folder the file is in
+    must not be a link and must be the owner's, and a file of another user's must have no
+    other name (a hard link to a file the owner cannot read). Raises OSError."""
+    foreign = owner is not None and acting_for(owner)
+    path = os.fspath(path)
+    opened: int | None = None
+    if foreign and dir_fd is None:
+        # the folder pinned first: its name swapped for a link later changes nothing
+        folder = os.path.dirname(path) or "."
+        opened = os.open(folder, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if os.fstat(opened).st_uid not in (owner.uid, os.geteuid()):  # type: ignore[union-attr]
+                raise OSError(errno.EPERM, f"{folder} is not the owner's")
+        except BaseException:
+            os.close(opened)
+            raise
+        dir_fd, path = opened, os.path.basename(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    finally:
+        if opened is not None:
+            os.close(opened)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a plain file")
+        if foreign and st.st_uid != owner.uid and st.st_nlink != 1:  # type: ignore[union-attr]
+            raise OSError(errno.EPERM, f"{path} is another user's file with other names")
+        if tail:
+            at = max(since, st.st_size - limit)
+        elif st.st_size > limit:
+            raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes")
+        else:
+            at = 0
+        chunks, got = [], 0
+        while got <= limit:  # one byte more than allowed says it grew meanwhile
+            chunk = os.pread(fd, limit + 1 - got, at + got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        if not tail:
+            raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes")
+        data = data[:limit]
+    return data

@@ -36,6 +36,7 @@ from onlooker.agent.service.common import (
     ServiceError,
     ServiceRefused,
     ServiceUnavailable,
+    printable,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from onlooker.agent.service.keeper import BACKOFF, FAIL_AFTER, FAIL_WINDOW, Keeper, stop_agent
     from onlooker.agent.service.supervisor import (
         MAX_CONNECTIONS,
+        MAX_CONNECTIONS_PER_USER,
         MAX_PER_USER,
         MAX_REQUEST,
         REGISTRY_NAME,
@@ -66,8 +68,9 @@ if TYPE_CHECKING:
 _LAZY = {
     "check_project": "guard",
     **dict.fromkeys(("BACKOFF", "FAIL_AFTER", "FAIL_WINDOW", "Keeper", "stop_agent"), "keeper"),
-    **dict.fromkeys(("MAX_CONNECTIONS", "MAX_PER_USER", "MAX_REQUEST", "REGISTRY_NAME", "Peer",
-                     "Registry", "Service", "run_service"), "supervisor"),
+    **dict.fromkeys(("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_USER", "MAX_PER_USER",
+                     "MAX_REQUEST", "REGISTRY_NAME", "Peer", "Registry", "Service",
+                     "run_service"), "supervisor"),
     **dict.fromkeys(("CAPABILITIES", "SYSTEMD_RUNNING", "UNIT_NAME", "UNIT_PATH", "install",
                      "service_argv", "uninstall", "unit_state", "unit_text"), "unit"),
 }
@@ -76,12 +79,13 @@ _SUBMODULES = ("common", "client", "unit", "guard", "keeper", "supervisor")
 __all__ = [
     # client, common
     "DEFAULT_SOCKET", "DEFAULT_STATE", "SOCKET_ENV", "ServiceError", "ServiceRefused",
-    "ServiceUnavailable", "call", "describe", "projects", "register", "register_on_init",
-    "registration", "socket_path", "start_for", "stop_for", "unregister", "watching_line",
+    "ServiceUnavailable", "call", "describe", "printable", "projects", "register",
+    "register_on_init", "registration", "socket_path", "start_for", "stop_for", "unregister",
+    "watching_line",
     # guard, keeper, supervisor, unit: imported on first use (_LAZY)
     "BACKOFF", "FAIL_AFTER", "FAIL_WINDOW", "Keeper", "check_project", "stop_agent",
-    "MAX_CONNECTIONS", "MAX_PER_USER", "MAX_REQUEST", "REGISTRY_NAME", "Peer", "Registry",
-    "Service", "run_service",
+    "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_USER", "MAX_PER_USER", "MAX_REQUEST",
+    "REGISTRY_NAME", "Peer", "Registry", "Service", "run_service",
     "CAPABILITIES", "SYSTEMD_RUNNING", "UNIT_NAME", "UNIT_PATH", "install", "service_argv",
     "uninstall", "unit_state", "unit_text",
 ]

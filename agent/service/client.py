@@ -16,6 +16,7 @@ from onlooker.agent.service.common import (
     ServiceRefused,
     ServiceUnavailable,
     open_folder,
+    printable,
 )
 
 
@@ -114,14 +115,14 @@ def describe(entry: dict[str, Any]) -> str:
         names = "+".join(str(tiers[k]) for k in ("process", "files") if tiers.get(k))
         return f"watching (privileged tier{f' {names}' if names else ''}; pid {entry.get('pid')})"
     if entry.get("reason"):
-        return f"{state}: {entry['reason']}"
-    return str(state)
+        return printable(f"{state}: {entry['reason']}")
+    return printable(str(state))
 
 
 def watching_line(entry: dict[str, Any]) -> str:
     """"the onlooker service watches PROJECT (privileged tier netlink+fanotify; pid 12)"."""
     words = describe(entry).removeprefix("watching (").removesuffix(")")
-    return f"the onlooker service watches {entry.get('project')} ({words})"
+    return f"the onlooker service watches {printable(entry.get('project'))} ({words})"
 
 
 def _owns(project: Path) -> bool:
@@ -140,7 +141,8 @@ def register_on_init(project: Path) -> str | None:
     except ServiceError as err:
         return (f"note: the onlooker service did not take this project ({err}); "
                 "'onlooker start' runs the agent as you")
-    return f"the onlooker service watches {entry.get('project', project)} (privileged tier)"
+    return (f"the onlooker service watches {printable(entry.get('project', project))} "
+            "(privileged tier)")
 
 
 def start_for(project: Path) -> dict[str, Any] | None:

@@ -26,6 +26,13 @@ class ServiceRefused(ServiceError):
     """The service answered no."""
 
 
+def printable(text: str) -> str:
+    """What a user wrote (a folder's name, a line of their agent.log), safe in root's log
+    and on another user's terminal: a newline or an escape sequence shown as `\\n` or
+    `\\x1b`, never acted on."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise ServiceError(f"{what} needs root: run it with sudo")

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from onlooker.agent import config, lifecycle
-from onlooker.agent.service.common import open_folder
+from onlooker.agent.service.common import open_folder, printable
+from onlooker.store import private
 
 _LOG_WINDOW = 16384  # of agent.log read for the reason an agent died
 
@@ -73,16 +74,19 @@ def _store_problem(path: str, fd: int) -> str | None:
 # -- what root reads in a store the owner can write ------------------------------------------
 
 
-def _store_file(project: str, uid: int, name: str) -> int | None:
-    """An fd of the plain file `name` in the project's store, or None. No link is followed
-    at the folder, the store or the file, the folder must still be `uid`'s, and a file of
-    another user's must not be a hard link: root reads nothing the owner could not."""
+def _read_store_file(project: str, uid: int, name: str, *, tail: bool = False,
+                     since: int = 0, limit: int = private.SMALL_MAX) -> bytes | None:
+    """At most `limit` bytes of the plain file `name` in the project's store (with `tail`
+    its last ones from `since` on), or None. No link is followed at the folder, the store
+    or the file, the folder must still be `uid`'s, and the file is read as
+    private.read_small reads what an owner can write."""
     try:
         pfd = open_folder(project)
     except OSError:
         return None
     try:
-        if os.fstat(pfd).st_uid != uid:
+        st = os.fstat(pfd)
+        if st.st_uid != uid:
             return None
         sfd = os.open(config.STORE_DIR, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY
                       | os.O_CLOEXEC, dir_fd=pfd)
@@ -91,74 +95,42 @@ def _store_file(project: str, uid: int, name: str) -> int | None:
     finally:
         os.close(pfd)
     try:
-        # O_NONBLOCK: a FIFO put there must not hold a root thread forever
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=sfd)
+        if os.fstat(sfd).st_uid not in (uid, os.geteuid()):
+            return None
+        return private.read_small(name, private.Owner(uid, st.st_gid), limit=limit,
+                                  tail=tail, since=since, dir_fd=sfd)
     except OSError:
         return None
     finally:
         os.close(sfd)
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and (st.st_uid == uid or st.st_nlink == 1):
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
-    return None
-
-
-def _read_store_file(project: str, uid: int, name: str, *, at: int | None = None,
-                     limit: int = 1 << 20) -> bytes | None:
-    """At most `limit` bytes of `name` in the store: from offset `at`, else its last ones."""
-    fd = _store_file(project, uid, name)
-    if fd is None:
-        return None
-    try:
-        start = at if at is not None else max(0, os.fstat(fd).st_size - limit)
-        return os.pread(fd, limit, start)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _printable(text: str) -> str:
-    """What the owner wrote, safe to show on someone else's terminal (root's)."""
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def agent_tiers(project: str, uid: int) -> dict[str, Any]:
     """The tiers agent.json names."""
-    data = _read_store_file(project, uid, lifecycle.STATE_NAME, at=0)
+    data = _read_store_file(project, uid, lifecycle.STATE_NAME)
     try:
         tiers = json.loads(data).get("tiers") if data is not None else None
     except (ValueError, AttributeError):
         return {}
     if not isinstance(tiers, dict):
         return {}
-    return {_printable(str(k)): _printable(str(v.get("name")))
+    return {printable(str(k)): printable(str(v.get("name")))
             for k, v in tiers.items() if isinstance(v, dict)}
 
 
 def log_reason(project: str, uid: int, since: int) -> str | None:
     """The last sentence the agent logged as an error since offset `since`."""
-    fd = _store_file(project, uid, lifecycle.LOG_NAME)
-    if fd is None:
+    data = _read_store_file(project, uid, lifecycle.LOG_NAME, tail=True, since=since,
+                            limit=_LOG_WINDOW)
+    if data is None:
         return None
-    try:
-        data = os.pread(fd, _LOG_WINDOW, max(since, os.fstat(fd).st_size - _LOG_WINDOW))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     text = data.decode("utf-8", errors="replace")
     for line in reversed(text.splitlines()):
         # "<time> ERROR <logger>: <message>", the daemon's format
         level = line.split(" ", 3)[2:3]
         if level in (["ERROR"], ["CRITICAL"]) and ": " in line:
             said = line.split(": ", 1)[1].strip()
-            return _printable(said.removeprefix(lifecycle.FAILED_MARK).strip())
+            return printable(said.removeprefix(lifecycle.FAILED_MARK).strip())
     return None
 
 
@@ -224,13 +196,13 @@ def is_projects_agent(pid: int, project: str, uid: int) -> bool:
 
 def store_pid(project: str, uid: int) -> int | None:
     """The agent's pid as the store names it (the pidfile, else agent.json while it starts)."""
-    raw = _read_store_file(project, uid, lifecycle.PID_NAME, at=0, limit=64)
+    raw = _read_store_file(project, uid, lifecycle.PID_NAME, limit=64)
     try:
         pid = int(raw.split()[0]) if raw and raw.split() else None
     except ValueError:
         pid = None
     if pid is None:
-        state = _read_store_file(project, uid, lifecycle.STATE_NAME, at=0)
+        state = _read_store_file(project, uid, lifecycle.STATE_NAME)
         try:
             got = json.loads(state).get("pid") if state is not None else None
         except (ValueError, AttributeError):

@@ -16,6 +16,7 @@ from typing import Any
 
 from onlooker.agent import config, lifecycle
 from onlooker.agent.errors import AgentError
+from onlooker.agent.service.common import printable
 from onlooker.agent.service.guard import (
     agent_tiers,
     check_project,
@@ -71,7 +72,8 @@ def stop_agent(project: Path, *, uid: int, pid: int | None = None,
         pidfd = None  # a kernel without pidfds (before 5.3)
     try:
         if not is_projects_agent(pid, project_s, uid):
-            log.info("%s: pid %d is not this project's agent: not signalled", project, pid)
+            log.info("%s: pid %d is not this project's agent: not signalled", printable(project),
+                     pid)
             return False
         try:
             if pidfd is not None:
@@ -80,7 +82,7 @@ def stop_agent(project: Path, *, uid: int, pid: int | None = None,
                 os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return True
-        log.info("%s: sent SIGTERM to agent pid %d", project, pid)
+        log.info("%s: sent SIGTERM to agent pid %d", printable(project), pid)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -113,6 +115,7 @@ class Keeper:
                  stop: Callable[..., bool] = stop_agent,
                  backoff: tuple[float, ...] = BACKOFF) -> None:
         self.project, self.uid = project, uid
+        self.shown = printable(project)  # for root's log: the owner chose the name
         self._start, self._stopper, self._backoff = start, stop, backoff
         self.state, self.reason, self.pid, self.restarts = "starting", None, None, 0
         self.since = time.time()
@@ -120,7 +123,7 @@ class Keeper:
         self._ending = threading.Event()
         self._lock = threading.Lock()  # held while starting: an end waits for its agent
         self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"onlooker-keeper-{Path(project).name}")
+                                        name=f"onlooker-keeper-{printable(Path(project).name)}")
 
     def begin(self) -> Keeper:
         self._thread.start()
@@ -159,7 +162,7 @@ class Keeper:
                 problem = check_project(self.project, self.uid)
                 if problem is not None:
                     self._set("missing", problem)
-                    log.warning("not watching %s: %s", self.project, problem)
+                    log.warning("not watching %s: %s", self.shown, printable(problem))
                     return
                 reason, final = self._once()
                 if reason is None:
@@ -170,12 +173,12 @@ class Keeper:
                 deaths = [t for t in deaths if now - t < FAIL_WINDOW] + [now]
                 if final or len(deaths) >= FAIL_AFTER:
                     self._set("failed", reason)
-                    log.error("%s: the agent is not restarted: %s", self.project, reason)
+                    log.error("%s: the agent is not restarted: %s", self.shown, printable(reason))
                     return
                 delay = self._backoff[min(len(deaths), len(self._backoff)) - 1]
                 self._set("restarting", reason)
                 self.first.set()
-                log.warning("%s: %s; restarting in %.0f s", self.project, reason, delay)
+                log.warning("%s: %s; restarting in %.0f s", self.shown, printable(reason), delay)
                 self._ending.wait(delay)
                 self.restarts += 1
         finally:
@@ -206,14 +209,14 @@ class Keeper:
                 if proc_uid(pid) != 0:
                     # The owner's own (unprivileged) agent: the service takes over.
                     log.info("%s: stopping the agent pid %d to watch it as root",
-                             self.project, pid)
+                             self.shown, pid)
                     try:
                         self._stopper(Path(self.project), uid=self.uid, pid=pid,
                                       timeout=600.0)
                     except AgentError as stop_err:
                         return str(stop_err), False
                     return None, False
-                log.info("%s: adopting the running agent pid %d", self.project, pid)
+                log.info("%s: adopting the running agent pid %d", self.shown, pid)
             except (config.ConfigError, lifecycle.NotInstrumented) as err:
                 return str(err), True  # the same again until someone changes the project
             except AgentError as err:

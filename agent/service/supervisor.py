@@ -27,6 +27,7 @@ from onlooker.agent.service.common import (
     ServiceError,
     need_root,
     open_folder,
+    printable,
     write_atomic,
 )
 from onlooker.agent.service.guard import check_project, user_name
@@ -38,6 +39,9 @@ REGISTRY_NAME = "projects.json"
 MAX_REQUEST = 64 * 1024
 MAX_PER_USER = 64  # each project is a root agent: a user may not start thousands
 MAX_CONNECTIONS = 32  # answered at once; more wait in the listen backlog
+# Of those, one user's (root's are not counted): one user holding every slot open would
+# leave the others no service.
+MAX_CONNECTIONS_PER_USER = 4
 _PEERCRED = struct.Struct("3i")
 
 
@@ -114,6 +118,8 @@ class Service:
         self._listener: socket.socket | None = None
         self._socket_id: tuple[int, int] | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._open_by_uid: dict[int, int] = {}
+        self._open_lock = threading.Lock()
 
     # -- requests -----------------------------------------------------------------
 
@@ -163,6 +169,18 @@ class Service:
         if problem is not None:
             return _refuse(problem)
         with self._lock:
+            stale = self.keepers.get(path)
+            if stale is not None and stale.uid != st.st_uid:
+                # The folder changed hands: its agent works (and gives the store) for
+                # the former owner, so it is stopped, not returned, and replaced below.
+                del self.keepers[path]
+            else:
+                stale = None
+        if stale is not None:
+            log.info("%s now belongs to %s, no longer to %s: its agent is replaced",
+                     printable(path), user_name(st.st_uid), user_name(stale.uid))
+            stale.end()
+        with self._lock:
             old = self.keepers.get(path)
             already = old is not None and old.state not in ("failed", "missing", "stopped")
             if not already:
@@ -178,7 +196,7 @@ class Service:
                     return _refuse(f"cannot save the registry {self.registry.path}: "
                                    f"{err.strerror}")
                 self.keepers[path] = keeper = self._new_keeper(path, st.st_uid).begin()
-                log.info("registered %s for %s (by pid %d, uid %d)", path,
+                log.info("registered %s for %s (by pid %d, uid %d)", printable(path),
                          user_name(st.st_uid), peer.pid, peer.uid)
             else:
                 keeper = old  # type: ignore[assignment]
@@ -201,7 +219,8 @@ class Service:
                 return _refuse(f"cannot save the registry {self.registry.path}: "
                                f"{err.strerror}")
             del self.keepers[project]
-        log.info("unregistered %s (by pid %d, uid %d)", project, peer.pid, peer.uid)
+        log.info("unregistered %s (by pid %d, uid %d)", printable(project), peer.pid,
+                 peer.uid)
         stopped = keeper.end()
         return {"ok": True, "project": project, "stopped": stopped}
 
@@ -279,15 +298,42 @@ class Service:
                     stop.wait(0.1)
                     continue
                 raise
-            threading.Thread(target=self._connection, args=(conn,), daemon=True,
+            peer = self._admit(conn)
+            if peer is None:
+                self._slots.release()
+                continue
+            threading.Thread(target=self._connection, args=(conn, peer), daemon=True,
                              name="onlooker-service-conn").start()
 
-    def _connection(self, conn: socket.socket) -> None:
+    def _admit(self, conn: socket.socket) -> Peer | None:
+        """The caller, counted against its user's connections; None (the connection
+        answered no and closed) when it has as many open as one user may."""
+        try:
+            peer = Peer(*_PEERCRED.unpack(
+                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)))
+        except OSError:
+            conn.close()
+            return None
+        with self._open_lock:
+            held = self._open_by_uid.get(peer.uid, 0)
+            if peer.uid == 0 or held < MAX_CONNECTIONS_PER_USER:
+                self._open_by_uid[peer.uid] = held + 1
+                return peer
+        reply = _refuse(f"{user_name(peer.uid)} already has {held} requests open at the "
+                        "onlooker service, the most one user may have at once: try again "
+                        "when they have been answered")
+        try:
+            conn.setblocking(False)  # a caller that reads nothing cannot hold this loop
+            conn.send((json.dumps(reply) + "\n").encode())
+        except OSError:
+            pass
+        conn.close()
+        return None
+
+    def _connection(self, conn: socket.socket, peer: Peer) -> None:
         fds: list[int] = []
         try:
             conn.settimeout(10.0)
-            pid, uid, gid = _PEERCRED.unpack(
-                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
             deadline = time.monotonic() + 10.0  # a request trickled byte by byte ends too
             data, fds, _flags, _addr = socket.recv_fds(conn, MAX_REQUEST, 1)
             while b"\n" not in data and len(data) < MAX_REQUEST:
@@ -307,7 +353,7 @@ class Service:
                 except ValueError:
                     reply = _refuse("a request is one line of JSON")
                 else:
-                    reply = self.handle(Peer(pid, uid, gid), request, fds)
+                    reply = self.handle(peer, request, fds)
             conn.sendall((json.dumps(reply) + "\n").encode())
         except OSError as err:
             log.info("a connection ended early: %s", err)
@@ -317,6 +363,12 @@ class Service:
             for fd in fds:
                 os.close(fd)
             conn.close()
+            with self._open_lock:
+                left = self._open_by_uid.get(peer.uid, 1) - 1
+                if left > 0:
+                    self._open_by_uid[peer.uid] = left
+                else:
+                    self._open_by_uid.pop(peer.uid, None)
             self._slots.release()
 
     def shutdown(self) -> None:

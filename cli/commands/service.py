@@ -88,7 +88,7 @@ def status(socket_path: Path | None, as_json: bool) -> None:
         else:
             emit("")
             emit(table(["PROJECT", "USER", "SINCE", "STATE"], [
-                (p.get("project"), p.get("user", "?"),
+                (service.printable(p.get("project")), p.get("user", "?"),
                  time.strftime("%Y-%m-%d %H:%M", time.localtime(p.get("since") or 0)),
                  service.describe(p)) for p in st["projects"]]))
 

@@ -10,8 +10,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -416,3 +418,109 @@ def test_start_status_and_stop_in_a_served_project_go_through_the_service(servin
     assert service.registration(p) is None
     st = json.loads(runner.invoke(cli, ["-C", str(p), "status", "--json"]).output)
     assert st["service"] is None
+
+
+# -- what one user can do to the others --------------------------------------------------
+
+
+def _overflow(path: Path) -> tuple[dict, dict]:
+    """As one user: hold as many connections open as one user may, then ask once more
+    (the answer), then free one and ask again (the answer once one is free)."""
+    held = []
+    for _ in range(service.MAX_CONNECTIONS_PER_USER):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(path))
+        held.append(s)
+    with socket.socket(socket.AF_UNIX) as extra:
+        extra.settimeout(5)
+        extra.connect(str(path))
+        refused = json.loads(extra.makefile().readline())
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while True:  # the freed slot is given back once its thread has seen the close
+        try:
+            again = service.call({"op": "list"}, path=path)
+            break
+        except service.ServiceRefused:
+            assert time.monotonic() < deadline, "the freed connection never counted"
+            time.sleep(0.05)
+    for s in held:
+        s.close()
+    return refused, again
+
+
+@pytest.fixture
+def reachable(tmp_path, monkeypatch):
+    """A service on a socket any user can reach (pytest's tmp_path is root's, 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="onlooker-svc-"))
+    base.chmod(0o755)
+    svc = Service(base / "run" / "s.sock", tmp_path / "state", keeper=FakeKeeper)
+    svc.claim()
+    stop = threading.Event()
+    thread = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
+    thread.start()
+    yield svc
+    stop.set()
+    thread.join(timeout=5)
+    svc.shutdown()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_one_user_cannot_hold_every_connection_of_the_service(reachable):
+    serving = reachable
+    if os.geteuid() != 0:
+        refused, again = _overflow(serving.socket_path)
+    else:  # root is not counted: the connections are made by another uid, in a child
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.close(r)
+                os.setgid(OTHER)
+                os.setgroups([])
+                os.setuid(OTHER)
+                os.write(w, json.dumps(_overflow(serving.socket_path)).encode())
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r) as f:
+            got = f.read()
+        assert os.waitpid(child, 0)[1] == 0, "the child could not connect"
+        refused, again = json.loads(got)
+    assert refused["ok"] is False
+    assert refused["error"].endswith(
+        f"already has {service.MAX_CONNECTIONS_PER_USER} requests open at the onlooker "
+        "service, the most one user may have at once: try again when they have been answered")
+    assert again["ok"] is True
+
+
+def test_a_folder_name_with_a_newline_or_an_escape_is_shown_escaped(serving, tmp_path, caplog):
+    p = tmp_path / "evil\nregistered etc for root\x1b[2J"
+    p.mkdir()
+    config.instrument(p)
+    with caplog.at_level("INFO", logger="onlooker.agent.service.supervisor"):
+        service.register(p)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("registered")]
+    assert said and all("\n" not in m and "\x1b" not in m for m in said)
+    assert "evil\\nregistered etc for root\\x1b[2J" in said[0]
+    out = CliRunner().invoke(cli, ["service", "status"]).output
+    assert "\x1b" not in out and "evil\\nregistered etc for root\\x1b[2J" in out
+    assert not any(ln.startswith("registered etc") for ln in out.splitlines())
+    assert "\x1b" not in service.watching_line({"state": "watching", "project": str(p)})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the folder away")
+def test_a_folder_that_changed_owner_is_registered_anew_for_its_new_owner(svc, tmp_path):
+    p = project(tmp_path)
+    first = register(svc, Peer(1, ME, ME), p)
+    old = svc.keepers[str(p)]
+    assert first["uid"] == ME
+    os.chown(p, OTHER, OTHER)
+    again = register(svc, Peer(1, OTHER, OTHER), p)
+    assert again["ok"] and again["already"] is False and again["uid"] == OTHER
+    assert old.ended and svc.keepers[str(p)] is not old
+    assert svc.registry.projects[str(p)]["uid"] == OTHER
