@@ -332,11 +332,17 @@ def test_inotify_overflow_rescans_and_loses_nothing(tmp_path, tier):
                != [hash_of(p)]]
     assert missing == [], f"{len(missing)} of {len(written)} files without a right version"
     # Each round's files are the outputs of its run (one run alive when each was written).
-    for r in runs_json(project):
+    runs = runs_json(project)
+    for r in runs:
         folder = r["command"][2]
         outs = paths(show_json(project, r["id"])["outputs"])
+        # (what to look at when it fails: a rare flake under a full suite's load)
+        said = [ln for ln in log.splitlines() if not ln.startswith(" ")
+                and any(w in ln for w in ("run ", "lost events", "overflow", "no run"))]
         assert outs == {str(p.relative_to(project)) for p in written
-                        if p.parent.name == folder}, (folder, len(outs))
+                        if p.parent.name == folder}, (
+            folder, len(outs), [(x["id"], x["command"], x["status"], x["started_at"],
+                                 x["ended_at"]) for x in runs], said[-40:])
 
 
 def _settled(project: Path, since: float) -> bool:
