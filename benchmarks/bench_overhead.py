@@ -11,6 +11,8 @@ hashing of what it finds, is in every pair; it is stopped after the run (not tim
     python benchmarks/bench_overhead.py --workloads mixed --pairs 8 --conditions hog
     python benchmarks/bench_overhead.py --tiers full,unpriv --json out.json
     python benchmarks/bench_overhead.py --gil-check          # why the bulk work is a process
+    python benchmarks/bench_overhead.py --per-file --tiers full,unpriv --files 20000
+    python benchmarks/bench_overhead.py --per-file --profile /tmp/prof   # and py-spy profiles
 
 Workloads: `mixed` (a CPU loop, a 256 MB read, 3,000 small files written), `cpu` (a
 CPU-bound loop), `sklearn` (a random forest trained on a CSV in the project, the model
@@ -19,6 +21,15 @@ and metrics written). Conditions: `quiet`, and `hog` (one busy-looping process p
 is netlink+fanotify (needs root), `unpriv` is poll+inotify.
 
 Targets (issue 13): median at most 1.02 quiet, at most 1.05 with the hog.
+
+`--per-file`: a run writes `--files` files of 1 KiB into 20 folders while the agent
+watches (after one small run, so that the once-per-interpreter package list is
+not in it; `--cold` keeps it); prints the agent's CPU (its process and its bulk
+process, all threads) per file, the bare stat+read+BLAKE3 loop over the same files
+(same run) and the ratio, and how long after the writer finished the catalog had every
+version. Target: at most 120 us per file, both tiers. `--profile DIR` also samples
+both processes with py-spy (`pip install py-spy`, root) during the write and prints
+the top functions.
 """
 
 from __future__ import annotations
@@ -245,6 +256,164 @@ def gil_check(seconds: float = 5.0) -> None:
               f" ({len(late)} sleeps)", flush=True)
 
 
+def _spy_top(raw: Path, top: int) -> list[str]:
+    """Self and inclusive shares by function from a py-spy raw (collapsed) profile."""
+    self_n: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        # with --threads the first frame names the thread; the next is its entry point
+        thread = frames[1].split(" (")[0] if len(frames) > 1 else frames[0]
+        threads[thread] = threads.get(thread, 0) + n
+        funcs = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1]
+                 + ")" if " (" in f else f for f in frames[1:]]
+        if funcs:
+            self_n[funcs[-1]] = self_n.get(funcs[-1], 0) + n
+        for f in set(funcs):
+            incl[f] = incl.get(f, 0) + n
+    if not total:
+        return ["  (no samples)"]
+    out = [f"  {total} samples; by thread entry: " + ", ".join(
+        f"{k} {100 * v / total:.0f}%" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
+        if v / total >= 0.02)]
+    out.append("  self:")
+    out += [f"    {100 * v / total:5.1f}%  {k}" for k, v in
+            sorted(self_n.items(), key=lambda kv: -kv[1])[:top]]
+    out.append("  inclusive:")
+    out += [f"    {100 * v / total:5.1f}%  {k}" for k, v in
+            sorted(incl.items(), key=lambda kv: -kv[1])[:top]]
+    return out
+
+
+def _task_cpu(pid: int | None) -> dict[int, float]:
+    """CPU seconds (utime + stime) of each thread of `pid`."""
+    out: dict[int, float] = {}
+    if pid is None:
+        return out
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def _thread_names(raw: Path) -> dict[int, str]:
+    """tid -> thread name, from a py-spy raw profile's `thread (TID): NAME` frames."""
+    names: dict[int, str] = {}
+    if raw.exists():
+        for line in raw.read_text(errors="replace").splitlines():
+            head = line.split(";", 1)[0]
+            if head.startswith("thread (") and "): " in head:
+                tid, name = head[len("thread ("):].split("): ", 1)
+                if tid.isdigit():
+                    names[int(tid)] = name.rsplit(" ", 1)[0] if ";" not in line else name
+    return names
+
+
+def per_file(base: Path, tier: str, files: int, profile: Path | None, top: int, *,
+             warm: bool = True) -> dict:
+    """Agent CPU per small file written by a run, with the bare loop in the same run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_agent as ba
+
+    p = ba.Project(base, tier, "perfile")
+    spies: list[tuple[str, subprocess.Popen, Path]] = []
+    try:
+        p.init()
+        p.start()
+        p.wait_settled()
+        if warm:
+            # A first run of an interpreter costs the agent its package list once (about
+            # 0.1 s for this venv, kept across restarts in .onlooker/tmp/): not a cost per
+            # file, so a run before the measured one pays it (--cold keeps it in).
+            # (0.2 s: the poll tier is promised processes of 100 ms and more)
+            ba.run_script(p, "warm.py", "import time\ntime.sleep(0.2)\nprint('{}')\n")
+            p.wait_settled()
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            spy = Path(sys.executable).with_name("py-spy")
+            for name, pid in (("agent", p.pid), ("bulk", p.bulk_pid())):
+                if pid is None:
+                    continue
+                out = profile / f"{tier}-{name}.txt"
+                spies.append((name, subprocess.Popen(
+                    [str(spy), "record", "-r", "200", "-f", "raw", "--threads", "--nonblocking",
+                     "-p", str(pid), "-o", str(out)], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL), out))
+            time.sleep(1.5)  # py-spy attaches
+        pids = {"agent": p.pid, "bulk": p.bulk_pid()}
+        tasks0 = {name: _task_cpu(pid) for name, pid in pids.items()}
+        cpu0 = p.cpu_seconds()
+        w = ba.run_script(p, "write_small.py", ba.WRITE_SMALL, str(files), "1024", "20")
+        done = ba.wait_for(lambda: p.count_versions("out") >= files and time.time(), 600,
+                           f"{files} versions", every=0.05)
+        cpu = p.cpu_seconds() - cpu0
+        tasks = {name: {tid: c - tasks0[name].get(tid, 0.0) for tid, c in
+                        _task_cpu(pid).items()} for name, pid in pids.items()}
+        rss = {}
+        for name, pid in (("agent", p.pid), ("bulk", p.bulk_pid())):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    rss[name] = next(int(ln.split()[1]) // 1024 for ln in f
+                                     if ln.startswith("VmHWM:"))
+            except (OSError, StopIteration, TypeError):
+                pass
+        for _name, proc, _out in spies:
+            proc.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        for _name, proc, _out in spies:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        p.stop()
+        paths = sorted(str(q) for q in (p.root / "out").rglob("*.bin"))
+        bares = [ba.bare_small(paths) for _ in range(3)]
+        bare = statistics.median(bares)
+        r = {"tier": tier, "files": files, "agent_cpu_s": cpu, "us_per_file": 1e6 * cpu / files,
+             "bare_s": bare, "bare_us_per_file": 1e6 * bare / files, "ratio": bare / cpu,
+             "writer_s": w["closed"] - w["t0"], "caught_up_s": done - w["closed"],
+             "peak_rss_mib": rss, "load": os.getloadavg()[0], "warm": warm,
+             "process_us_per_file": {name: 1e6 * sum(t.values()) / files
+                                     for name, t in tasks.items()}}
+        print(f"  per-file {tier}: agent CPU {cpu:.2f} s = {r['us_per_file']:.0f} us/file "
+              f"(target <= 120); bare loop {r['bare_us_per_file']:.0f} us/file, bare / agent "
+              f"{r['ratio']:.2f}; writer {r['writer_s']:.2f} s, catalog caught up "
+              f"{r['caught_up_s']:.2f} s after it; peak RSS {rss} MiB; load {r['load']:.1f}",
+              flush=True)
+        print("  by process: " + ", ".join(f"{k} {v:.0f} us/file" for k, v in
+                                          r["process_us_per_file"].items()), flush=True)
+        for name, t in tasks.items():
+            names = _thread_names(profile / f"{tier}-{name}.txt") if profile else {}
+            busy = sorted(((c, names.get(tid, str(tid))) for tid, c in t.items() if c > 0),
+                          reverse=True)
+            print(f"  {name} threads: " + ", ".join(f"{n} {1e6 * c / files:.0f}"
+                                                   for c, n in busy) + " us/file", flush=True)
+        for name, _proc, out in spies:
+            if out.exists():
+                print(f"  profile {tier} {name} ({out}):")
+                print("\n".join(_spy_top(out, top)), flush=True)
+        return r
+    finally:
+        for _name, proc, _out in spies:
+            if proc.poll() is None:
+                proc.kill()
+        p.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workloads", default="mixed,cpu,sklearn")
@@ -257,7 +426,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--gil-check", action="store_true",
                     help="only show why the bulk work is a process (GIL and priority)")
+    ap.add_argument("--per-file", action="store_true",
+                    help="only the per-file agent CPU (small files written by a run)")
+    ap.add_argument("--files", type=int, default=20_000, help="files for --per-file")
+    ap.add_argument("--repeat", type=int, default=1, help="--per-file repetitions per tier")
+    ap.add_argument("--profile", type=Path, help="--per-file: py-spy profiles into this folder")
+    ap.add_argument("--top", type=int, default=25, help="functions shown per profile")
+    ap.add_argument("--cold", action="store_true",
+                    help="--per-file: no run before the measured one (its first-run costs in)")
     args = ap.parse_args(argv)
+    if args.per_file:
+        out = []
+        for _ in range(args.repeat):
+            for tier in args.tiers.split(","):
+                out.append(per_file(args.base, tier, args.files, args.profile, args.top,
+                                    warm=not args.cold))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return 0
     if args.gil_check:
         gil_check()
         return 0

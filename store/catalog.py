@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -28,8 +29,9 @@ CATALOG_NAME = "catalog.db"
 OBJECTS_NAME = "objects"
 BUSY_TIMEOUT_MS = 10_000
 # Asset ids the agent wrote lately (path -> (id, kind)), so that a new version of a
-# known file costs one statement; bounded, as a project may hold millions of files.
-_ASSET_IDS_MAX = 200_000
+# known file costs one statement; bounded, as a project may hold millions of files
+# (about 120 bytes an entry: 50,000 of them are 6 MB of the agent's memory).
+_ASSET_IDS_MAX = 50_000
 
 _RUN_FIELDS = {"status", "exit_code", "signal", "ended_at", "env_id", "git_commit", "git_branch",
                "git_dirty", "git_diff", "command", "note", "cwd", "exe", "tier",
@@ -51,6 +53,49 @@ _translate = sqlite_error
 _text = records.safe_text
 
 
+class _Transaction:
+    """`Catalog.transaction()`: a plain context manager, not a generator one, because the
+    agent enters it a few times per file it records (a joined one costs 0.2 us instead
+    of 1 us). Its state is the catalog's, so one instance serves every use."""
+
+    __slots__ = ("_cat",)
+
+    def __init__(self, cat: Catalog) -> None:
+        self._cat = cat
+
+    def __enter__(self) -> None:
+        cat = self._cat
+        cat._lock.acquire()
+        if cat._depth:
+            cat._depth += 1
+            return
+        try:
+            cat._execute("BEGIN IMMEDIATE")
+        except BaseException:
+            cat._lock.release()
+            raise
+        cat._depth = 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        cat = self._cat
+        try:
+            if cat._depth > 1:
+                cat._depth -= 1
+                return False
+            cat._depth = 0
+            if exc_type is None:
+                cat._execute("COMMIT")
+                return False
+            cat._asset_ids.clear()  # ids made in this transaction are gone with it
+            cat._fresh_version = None
+            if cat._conn.in_transaction:  # SQLite may have rolled back already
+                cat._conn.execute("ROLLBACK")
+            return False
+        finally:
+            cat._lock.release()
+
+
+@functools.cache  # (built once per column: link() runs once per file)
 def _rank(column: str) -> str:
     """SQL: a basis's strength, records.BASES order (lower is stronger), NULL last."""
     whens = " ".join(f"WHEN '{b}' THEN {i}" for i, b in enumerate(records.BASES))
@@ -71,7 +116,11 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         self._roots = {str(self.project), os.path.realpath(self.project)}
         self._lock = threading.RLock()
         self._depth = 0
+        self._txn = _Transaction(self)
         self._asset_ids: dict[str, tuple[int, str]] = {}
+        # The version add_version just inserted for a new path: no io row can name it
+        # yet, so its first link is a plain insert (see link)
+        self._fresh_version: int | None = None
         if readonly and not self.path.is_file():
             raise NotInitialized(
                 f"no onlooker project at {self.project}: run `onlooker init` there first"
@@ -160,31 +209,11 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         self.close()
 
     # ---- transactions ------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> _Transaction:
         """One write transaction; nested use joins the outer one."""
         if self.readonly:
             raise StoreError(f"the catalog at {self.path} was opened read-only")
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield
-            except BaseException:
-                self._depth = 0
-                self._asset_ids.clear()  # ids made in this transaction are gone with it
-                if self._conn.in_transaction:  # SQLite may have rolled back already
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._depth = 0
-            self._execute("COMMIT")
+        return self._txn
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
@@ -214,7 +243,10 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         (Linux names may hold any) are kept as `\\xNN` escapes: SQLite text is UTF-8."""
         text = _text(os.fspath(path))
         if not os.path.isabs(text):
-            return os.path.normpath(text)  # POSIX separators already (Linux only)
+            norm = os.path.normpath(text)  # POSIX separators already (Linux only)
+            # the caller's own string where it is normal already: the agent keeps it as
+            # a key elsewhere too, and one copy per file is enough (see _asset_ids)
+            return text if norm == text else norm
         text = os.path.normpath(text)
         for root in self._roots:
             if text == root:
@@ -279,17 +311,35 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         key = self.relpath(path)
         with self.transaction():
             known = self._asset_ids.get(key)
+            new_asset = False
             if known is not None and known[1] == kind:
                 asset_id = known[0]
             else:
-                asset_id = self._execute(
-                    "INSERT INTO assets (path, kind) VALUES (?, ?)"
-                    " ON CONFLICT(path) DO UPDATE SET kind = excluded.kind RETURNING id",
-                    (key, kind),
-                ).fetchone()[0]
+                # A path seen for the first time (a run writing thousands of new files)
+                # takes two plain inserts: an upsert with RETURNING costs about 2.5 times
+                # as much in SQLite (18 us against 7 for the pair, measured here).
+                cur = self._execute("INSERT OR IGNORE INTO assets (path, kind) VALUES (?, ?)",
+                                    (key, kind))
+                if cur.rowcount == 1:
+                    asset_id, new_asset = cur.lastrowid, True
+                else:
+                    asset_id = self._execute(
+                        "INSERT INTO assets (path, kind) VALUES (?, ?)"
+                        " ON CONFLICT(path) DO UPDATE SET kind = excluded.kind RETURNING id",
+                        (key, kind),
+                    ).fetchone()[0]
                 if len(self._asset_ids) >= _ASSET_IDS_MAX:
                     self._asset_ids.clear()
                 self._asset_ids[key] = (asset_id, kind)
+            self._fresh_version = None
+            if new_asset:  # (a new asset has no version yet: nothing to conflict with)
+                vid = int(self._execute(
+                    "INSERT INTO versions (asset_id, hash, size, mtime_ns, stored, run_id,"
+                    " created_at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (asset_id, hash, size, mtime_ns, int(stored), run_id, created_at,
+                     created_at)).lastrowid)
+                self._fresh_version = vid
+                return vid
             return int(self._execute(
                 "INSERT INTO versions (asset_id, hash, size, mtime_ns, stored, run_id,"
                 " created_at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -318,12 +368,27 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
             raise ValueError(f"basis must be one of {', '.join(records.BASES)}, not {basis!r}")
         access = records.access_for(role, access)
         with self.transaction():
-            self._execute(
-                "INSERT INTO io (run_id, step_id, version_id, role, access, basis)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, version_id, role, access,"
-                f" ifnull(step_id, 0)) DO UPDATE SET basis = CASE WHEN {_rank('excluded.basis')}"
-                f" < {_rank('io.basis')} THEN excluded.basis ELSE io.basis END",
-                (run_id, step_id, version_id, role, access, basis))
+            # The first link of a version just made for a new path cannot meet a row
+            # already there: a plain insert, 1.6 us cheaper per file than the upsert.
+            fresh, self._fresh_version = self._fresh_version == version_id, None
+            if fresh:
+                try:
+                    self._conn.execute(
+                        "INSERT INTO io (run_id, step_id, version_id, role, access, basis)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (run_id, step_id, version_id, role, access, basis))
+                except sqlite3.IntegrityError:
+                    fresh = False  # (the upsert below says what is wrong)
+                except sqlite3.Error as err:
+                    raise _translate(err, self.path) from err
+            if not fresh:
+                self._execute(
+                    "INSERT INTO io (run_id, step_id, version_id, role, access, basis)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, version_id, role, access,"
+                    f" ifnull(step_id, 0)) DO UPDATE SET basis = CASE WHEN"
+                    f" {_rank('excluded.basis')} < {_rank('io.basis')} THEN excluded.basis"
+                    " ELSE io.basis END",
+                    (run_id, step_id, version_id, role, access, basis))
             if role == "output" and not producer_set:
                 # the first run seen writing a content is its producer
                 self._execute("UPDATE versions SET run_id = ? WHERE id = ? AND run_id IS NULL",

@@ -24,6 +24,9 @@ from onlooker.agent.assembly.model import Proc, Run, Step
 from onlooker.agent.assembly.table import RunTable
 from onlooker.agent.config import Config
 from onlooker.agent.events import (
+    CLOSE_WRITE,
+    CREATE,
+    MOVED_TO,
     FdSeen,
     FileEvent,
     HashDone,
@@ -44,6 +47,7 @@ _COMPACT_EVERY = 60.0  # seconds between telemetry compactions
 _CATCH_UP_MAX = 120.0  # seconds a run's close waits for lagging file sources
 _LATE = 0.3  # extra wait for inotify's events beside fanotify's (see handle)
 _PROCS_WAIT_MAX = 10.0  # seconds past its grace a pid-less event waits for the poller
+_WRITES = frozenset((CLOSE_WRITE, CREATE, MOVED_TO))
 
 
 class HashSink(Protocol):
@@ -125,6 +129,9 @@ class Assembler(KernelSide, FileSide):
         self.pending_late: deque[tuple[float, FileEvent]] = deque()
         self.moves: dict[int, tuple[str, float]] = {}  # cookie -> (moved-away path, when)
         self.fd_seen: dict[str, dict[int, float]] = {}
+        # Read-only sightings: each explains one close of its file (attribution.py).
+        self.fd_reads: dict[str, dict[int, float]] = {}
+        self.fd_spent: set[tuple[str, int]] = set()
         self.waiters: dict[str, list[Waiter]] = {}
         self.latest: dict[str, str] = {}  # rel path -> hash of its newest version
         # (dev, ino, size, mtime_ns, hash) of files hashed since the last tick: one
@@ -148,6 +155,11 @@ class Assembler(KernelSide, FileSide):
         # pid -> file events of it still pending: a run with any is not closed yet
         # (under a backlog they carry times later than the run's end).
         self.pending_pids: Counter[int] = Counter()
+        # path -> writes of it (a close after writing, a creation, a rename into place)
+        # still in the grace window: a scan's hash of it claims no run then
+        # (`FileSide._rescan_claim`), those events will say who did it.
+        self.pending_paths: Counter[str] = Counter()
+        self._undecided: list[tuple[Run, str]] = []
         # Unix start times of runs that ended while the agent was down (`lost`).
         self.lost_starts: list[float] = []
         # ...or, where the catalog said which, those runs themselves (closed)
@@ -162,6 +174,8 @@ class Assembler(KernelSide, FileSide):
     def handle(self, ev: object) -> None:
         self.stats.events += 1
         if isinstance(ev, FileEvent):
+            if ev.op in _WRITES:
+                self.pending_paths[ev.path] += 1
             if self.pids_known and ev.pid is None:
                 # inotify's moves and deletes beside fanotify: the two streams are not
                 # ordered against each other, so these wait until fanotify's reports of
@@ -181,6 +195,8 @@ class Assembler(KernelSide, FileSide):
             self._on_hash(ev)
         elif isinstance(ev, FdSeen):
             self.fd_seen.setdefault(ev.path, {})[ev.pid] = ev.t
+            if not ev.writable:
+                self.fd_reads.setdefault(ev.path, {}).setdefault(ev.pid, ev.t)
             self._on_fd(ev)
         elif isinstance(ev, Overflow):
             self.stats.overflows += 1
@@ -206,12 +222,14 @@ class Assembler(KernelSide, FileSide):
     def _forget_stale(self, now: float) -> None:
         """Bookkeeping that would otherwise grow for as long as the agent lives: fd
         samples of processes gone, and moves out of the project with no move in."""
-        for path in list(self.fd_seen):
-            alive = {pid: t for pid, t in self.fd_seen[path].items() if pid in self.procs}
-            if alive:
-                self.fd_seen[path] = alive
-            else:
-                del self.fd_seen[path]
+        for seen in (self.fd_seen, self.fd_reads):
+            for path in list(seen):
+                alive = {pid: t for pid, t in seen[path].items() if pid in self.procs}
+                if alive:
+                    seen[path] = alive
+                else:
+                    del seen[path]
+        self.fd_spent = {k for k in self.fd_spent if k[1] in self.procs}
         self.moves = {c: m for c, m in self.moves.items() if now - m[1] < _COMPACT_EVERY}
         self.outsider_writes = {k: t for k, t in self.outsider_writes.items()
                                 if now - t < _COMPACT_EVERY}
@@ -237,6 +255,7 @@ class Assembler(KernelSide, FileSide):
                 if not self._procs_seen(early[0][1], a, now):
                     return  # the poller is behind: the run that did it may be unseen yet
                 ev = early.popleft()[1]
+                self._unpend(ev)
                 if ev.pid is not None:
                     left = self.pending_pids[ev.pid] - 1
                     if left:
@@ -245,9 +264,20 @@ class Assembler(KernelSide, FileSide):
                         del self.pending_pids[ev.pid]
                 self._on_file(ev)
             elif b is not None and b <= now:
-                self._on_file(late.popleft()[1])
+                ev = late.popleft()[1]
+                self._unpend(ev)
+                self._on_file(ev)
             else:
                 return
+
+    def _unpend(self, ev: FileEvent) -> None:
+        if ev.op not in _WRITES:
+            return
+        left = self.pending_paths[ev.path] - 1
+        if left > 0:
+            self.pending_paths[ev.path] = left
+        else:
+            del self.pending_paths[ev.path]
 
     def _procs_seen(self, ev: FileEvent, due: float, now: float) -> bool:
         """Whether the process source has looked since a pid-less event happened (or
@@ -521,7 +551,7 @@ class Assembler(KernelSide, FileSide):
             if not value or value.startswith("-") or len(value) > 4096 or "\n" in value:
                 continue
             p = os.path.normpath(os.path.join(cwd, value))
-            if self.ignore.inside(p) or os.path.exists(p):
+            if (self.ignore.inside(p) or os.path.exists(p)) and not self._too_wide(p, cwd):
                 run.argv_paths.add(p)
             if (outside and not self.ignore.inside(p) and self.ignore.named_ok(p)
                     and self.probes.is_file(p)):
@@ -530,6 +560,13 @@ class Assembler(KernelSide, FileSide):
                 # another mount).
                 self._record(run, p, write=False, step=run.root_step, basis="argv",
                              named=True)
+
+    def _too_wide(self, p: str, cwd: str) -> bool:
+        """A folder that holds the whole project or the run's cwd (`.`, `..`, `/`) names
+        nothing in particular: as an argv reference it would claim every file."""
+        proj = str(self.project).rstrip("/") or "/"
+        return any(q == p or q.startswith(p.rstrip("/") + "/")
+                   for q in (proj, os.path.normpath(cwd)))
 
     def _step_params(self, run: Run, info: ProcInfo, label: str | None) -> None:
         """A step's argv adds params only where it runs project code (`label`: its
@@ -740,7 +777,11 @@ class Assembler(KernelSide, FileSide):
         self.catalog.update_run(run.db_id, status=status, exit_code=code, signal=sig,
                                 ended_at=self.clock.to_wall(ended) if ended is not None else None)
         self.stats.runs_finished += 1
-        log.info("run %d %s (exit %s, signal %s)", run.db_id, status, code, sig)
+        if status == "ended":
+            log.info("run %d ended, its exit status not seen: %s", run.db_id,
+                     why_no_exit_status(self.tier, run.root_exit is not None))
+        else:
+            log.info("run %d %s (exit %s, signal %s)", run.db_id, status, code, sig)
 
     # -- files: a kernel run's cells ---------------------------------------------
 
@@ -781,6 +822,16 @@ class Assembler(KernelSide, FileSide):
 # timeout): a step ended by one while its parent went on is no failure of the run.
 _STOP_SIGNALS = frozenset((signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP,
                            signal.SIGPIPE))
+
+
+def why_no_exit_status(tier: str, end_seen: bool = True) -> str:
+    """Why a run that ended has no exit status (status `ended`), in one phrase."""
+    if not end_seen:
+        return "its first process was not seen to end (the run's other processes were)"
+    if tier.startswith("poll"):
+        return ("the poll tier sees a process end, and its exit status only when it "
+                "catches the process as a zombie before its parent reaps it")
+    return "the process source lost its exit event (an overflow) and found it gone"
 
 
 def _status(code: int | None, sig: int | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from onlooker.agent import metrics
@@ -45,7 +45,12 @@ _PIDLESS_SLACK = 0.25
 _SNIFFABLE = (".json", ".yaml", ".yml", ".csv", ".tsv")
 
 
-@dataclass
+# (role, step id) keys of Use.links, one tuple each shared by every file (56 bytes a
+# file less for a run writing many); cleared now and then, as steps come and go.
+_LINK_KEYS: dict[tuple[str, int | None], tuple[str, int | None]] = {}
+
+
+@dataclass(slots=True)  # one per hash asked for and not yet answered
 class Waiter:
     run: Run | None
     write: bool
@@ -70,6 +75,10 @@ class FileSide:
     recent: list[Run]
     procs: dict
     outsider_writes: dict
+    pending_paths: Any
+    _undecided: list[tuple[Run, str]]  # who `_attribute` last shared a file among
+    fd_reads: dict[str, dict[int, float]]  # path -> pid -> first seen holding it read-only
+    fd_spent: set[tuple[str, int]]  # (path, pid): that sighting explained a close
     pids_known: bool
     agent_started: float
     stat_rows: list
@@ -99,6 +108,12 @@ class FileSide:
         path = self._event_path(ev)
         if path is None:
             return
+        if ev.before and any(r.script == path for r in self.runs):
+            # A run's script made or rewritten: the marker rules look at its open, so
+            # the folded events are taken one by one, as they came (for any other path
+            # a create and an open just before the close add nothing to it).
+            for op in ev.before:
+                self._on_file(replace(ev, op=op, before=()))
         if ev.op == MOVED_FROM:
             self.moves[ev.cookie] = (path, ev.t)
             return
@@ -121,15 +136,22 @@ class FileSide:
         if ev.op == CLOSE_NOWRITE and self._read_by_all_named(ev, path):
             return
         run, step, basis = self._attribute(ev, path)
+        shared: list[tuple[Run, str]] = []
+        if basis == attribution.AMBIGUOUS:  # several runs have it (attribution.share)
+            shared, basis = self._undecided, None
         if log.isEnabledFor(logging.DEBUG):
             log.debug("file %s %s pid %s -> run %s", ev.op, path, ev.pid,
-                      run.db_id if run else None)
+                      run.db_id if run else [(r.db_id, b) for r, b in shared] or None)
         if ev.op == MOVED_TO:
-            self._on_moved_to(ev, path, run, step, basis)
+            self._on_moved_to(ev, path, run, step, basis, shared)
             return
         write = ev.op in (CLOSE_WRITE, CREATE)
         if write and run is None and ev.pid is not None:
             self.outsider_writes[path] = ev.t
+        if shared:
+            self._record_shared(shared, path, ev, write=write,
+                                closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE))
+            return
         self._record(run, path, write=write, step=step, seen=ev.t,
                      closed=ev.op in (CLOSE_WRITE, CLOSE_NOWRITE), basis=basis)
         if run is not None and path != ev.path:  # a bytecode read: the source was imported
@@ -200,7 +222,8 @@ class FileSide:
         return True
 
     def _on_moved_to(self, ev: FileEvent, path: str, run: Run | None, step: Step | None,
-                     basis: str | None) -> None:
+                     basis: str | None, shared: list[tuple[Run, str]] | None = None
+                     ) -> None:
         src = self.moves.pop(ev.cookie, (None, 0.0))[0]
         if src is not None:
             # The run that wrote the moved file last renamed it (a temp file put in
@@ -208,8 +231,18 @@ class FileSide:
             writers = [(u.written_t, r, u) for r in self.runs
                        if (u := r.files.get(src)) is not None and u.written]
             if writers:
-                _, r, use = max(writers, key=lambda w: w[0])
+                last, r, use = max(writers, key=lambda w: w[0])
+                if use.basis == attribution.AMBIGUOUS and run is None:
+                    # a temp file the candidates share: so is what it became
+                    shared = [(w[1], attribution.AMBIGUOUS) for w in writers if w[0] == last
+                              and w[2].basis == attribution.AMBIGUOUS]
+                    for w in writers:
+                        if (w[1], attribution.AMBIGUOUS) in shared:
+                            self._drop_output(w[1], w[2])
+                    self._record_shared(shared, path, ev, write=True, closed=True)
+                    return
                 self._drop_output(r, use)
+                shared = None
                 if run is None or self.pids_known:
                     run, step = r, use.last_writer or use.step
                     basis = basis or use.basis
@@ -218,8 +251,23 @@ class FileSide:
                 # starts the run; fanotify may name the write by the file's new
                 # name): the rename is that process's too, not a run's.
                 self.outsider_writes.pop(src, None)
-                run, step, basis = None, None, None
+                run, step, basis, shared = None, None, None, None
+        if run is None and shared:
+            self._record_shared(shared, path, ev, write=True, closed=True)
+            return
         self._record(run, path, write=True, step=step, closed=True, basis=basis)
+
+    def _record_shared(self, shares: list[tuple[Run, str]], path: str, ev: FileEvent, *,
+                       write: bool, closed: bool) -> None:
+        """Several runs have the file (attribution.share): those seen reading it (`fd`),
+        or each that may have done it (`ambiguous`: never on one of them silently, never
+        dropped; no such write names its version's producer, nor gives metrics or
+        params)."""
+        for r, basis in shares:
+            self._record(r, path, write=write, step=_step_at(r.steps, ev.t) or r.root_step,
+                         closed=closed, seen=ev.t, basis=basis)
+            if path != ev.path:
+                r.use(path).imported = r.bytecode_seen = True
 
     def _on_delete(self, ev: FileEvent, path: str) -> None:
         for r in self.runs:
@@ -300,15 +348,50 @@ class FileSide:
             return run, _step_at(run.steps, ev.t) or run.root_step, "window"
         holders = {p.run.db_id: p for pid in self.fd_seen.get(ev.path, {})
                    if (p := self.procs.get(pid)) is not None and p.run is not None}
-        found = attribution.decide(cands, attribution.Evidence(ev.t, path, holders))
-        if found is None:
+        evidence = self._fd_evidence(ev, path, holders)
+        found = attribution.decide(cands, evidence)
+        if found is None and self.pids_known:
+            # beside fanotify only a rename comes without a pid, and a rename of a file
+            # no run was seen to write is no run's
             self.stats.unattributed += 1
-            log.info("cannot tell which of runs %s touched %s", [r.db_id for r in cands], path)
             return None, None, None
+        if found is None:
+            self._undecided = attribution.share(cands, evidence)
+            if any(b == attribution.AMBIGUOUS for _, b in self._undecided):
+                self.stats.unattributed += 1
+                log.info("cannot tell which of runs %s touched %s: each has it, "
+                         "basis ambiguous", [r.db_id for r in cands], path)
+            self._spend_read(ev.path, evidence, [r for r, _ in self._undecided])
+            return None, None, attribution.AMBIGUOUS
         run, basis = found
-        step = holders[run.db_id].step if basis == "fd" else (
+        self._spend_read(ev.path, evidence, [run])
+        pool = holders if evidence.write else evidence.readers
+        step = pool[run.db_id].step if basis == "fd" else (
             _step_at(run.steps, ev.t) or run.root_step)
         return run, step, basis
+
+    def _fd_evidence(self, ev: FileEvent, path: str, holders: dict
+                     ) -> attribution.Evidence:
+        """What fd sampling says of a pid-less event (attribution.Evidence)."""
+        write = ev.op != CLOSE_NOWRITE
+        readers: dict[int, Any] = {}
+        read_by: dict[int, Any] = {}
+        if not write:
+            for pid, seen in self.fd_reads.get(ev.path, {}).items():
+                p = self.procs.get(pid)
+                if p is None or p.run is None:
+                    continue
+                read_by[p.run.db_id] = p
+                if seen <= ev.t and (ev.path, pid) not in self.fd_spent:
+                    readers.setdefault(p.run.db_id, p)
+        return attribution.Evidence(ev.t, path, holders, write=write, readers=readers,
+                                    read_by=read_by)
+
+    def _spend_read(self, key: str, evidence: attribution.Evidence, runs: list[Run]) -> None:
+        """A close put down to a sighting of a reader: that sighting explains no other."""
+        procs = [evidence.readers[r.db_id] for r in runs if r.db_id in evidence.readers]
+        if procs:
+            self.fd_spent.add((key, min(procs, key=lambda p: self.fd_reads[key][p.pid]).pid))
 
     def _record(self, run: Run | None, path: str, *, write: bool, step: Step | None,
                 closed: bool = False, seen: float = 0.0, basis: str | None = None,
@@ -328,7 +411,7 @@ class FileSide:
         if not inside and not named and not self.ignore.outside_ok(path):
             return
         use = run.use(path)
-        if use.basis is None:
+        if use.basis is None or (use.basis == attribution.AMBIGUOUS and basis is not None):
             use.basis = basis
         step = step or run.root_step
         if step is not None and use.step is None:
@@ -393,7 +476,11 @@ class FileSide:
         nobody = not waiters or all(w.run is None for w in waiters)
         if nobody and self.latest.get(rel) == ev.hash:
             return  # unchanged (a scan or a no-run touch)
-        if not waiters and inside:
+        if not waiters and inside and not self.pending_paths.get(ev.path):
+            # (With a write of the file still in the grace window, a scan's result
+            # claims nothing, that event names the writer: a job script's `sed -i
+            # config.yaml` just before its `python train.py` would otherwise pass for
+            # the run's write by its time.)
             claim = self._rescan_claim(ev.path, changed)
             if claim is not None:
                 runs_writing = [claim]
@@ -414,7 +501,9 @@ class FileSide:
                              rules=self.rules)
         if any(ev.path in r.log_paths for r in runs_writing):
             kind = "log"  # where the run's stdout or stderr went
-        producer = runs_writing[-1].db_id if runs_writing and not meta_w else None
+        sure = [r for r in runs_writing
+                if r.use(ev.path).basis != attribution.AMBIGUOUS]  # (shared: no producer)
+        producer = sure[-1].db_id if sure and not meta_w else None
         if not runs_writing and not runs_reading and inside and (
                 any(w.write for w in waiters) or rel in self.latest
                 or (self.watched_since is not None and changed > self.watched_since)):
@@ -452,14 +541,16 @@ class FileSide:
     def _link_written(self, run: Run, ev: HashDone, rel: str, vid: int, kind: str, *,
                       meta: bool, producer_set: bool) -> None:
         use = run.use(ev.path)
+        shared = use.basis == attribution.AMBIGUOUS
         for step, how in list(use.steps.items()) or [(run.root_step, "write")]:
             if how != "write":
                 continue
             if meta:
                 self._link_meta(run, ev.path, vid, "write", step)
             else:
-                self._link(run, ev.path, vid, "output", step, producer_set=producer_set)
-        if not self._framework_params(run, rel, ev) and not meta:
+                self._link(run, ev.path, vid, "output", step,
+                           producer_set=producer_set or shared)
+        if not shared and not self._framework_params(run, rel, ev) and not meta:
             self._metrics_from(run, rel, ev, kind)
 
     def _link_read(self, run: Run, ev: HashDone, rel: str, vid: int, kind: str, *,
@@ -477,7 +568,8 @@ class FileSide:
                 self._link_meta(run, ev.path, vid, "read", step)
             else:
                 self._link(run, ev.path, vid, role, step)
-        if kind == "config" and ev.stored and role != "meta":
+        if kind == "config" and ev.stored and role != "meta" and \
+                use.basis != attribution.AMBIGUOUS:  # a guessed read gives no params
             self._config_params(run, rel, ev.hash)
         if (role == "code" and ev.path in run.scripts and ev.path.endswith(".py")
                 and ev.path not in run.cli_specs):
@@ -585,7 +677,10 @@ class FileSide:
             return  # the step read back what it wrote: no input
         self.catalog.link(run.db_id, vid, role, step_id=sid, producer_set=producer_set,
                           basis=use.basis)
-        use.links[(role, sid)] = vid
+        key = (role, sid)
+        if len(_LINK_KEYS) > 4096:
+            _LINK_KEYS.clear()
+        use.links[_LINK_KEYS.setdefault(key, key)] = vid
 
     def _content(self, ev: HashDone, *, disk_limit: int | None) -> bytes | None:
         """The bytes of the version a hash result names: what the hasher already read
@@ -653,6 +748,10 @@ def _step_at(steps: list[Step], t: float) -> Step | None:
     """The step that did what happened at `t`, where the run's steps tell: the innermost
     of one chain of steps alive then (a shell waiting on its python), the later of two
     that ran one after the other."""
+    if len(steps) == 1:  # (most runs: asked for every file event of the run)
+        st = steps[0]
+        return st if st.started - 0.011 <= t and (
+            st.ended_t is None or t <= st.ended_t + SLACK) else None
     live = [st for st in steps if st.started - 0.011 <= t
             and (st.ended_t is None or t <= st.ended_t + SLACK)]
     parents = {id(st.parent) for st in live if st.parent is not None}

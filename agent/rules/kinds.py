@@ -46,6 +46,7 @@ import functools
 import logging
 import re
 import struct
+from typing import NamedTuple
 
 import pathspec
 
@@ -141,7 +142,7 @@ def _sniff(head: bytes, size: int | None) -> str | None:
             return "model"
     if head[:4] in (b"GGUF", b"lmgg", b"tjgg", b"fmgg"):
         return "model"
-    if any(head[o:o + 8] == _HDF5 for o in (0, 512, 1024, 2048)):
+    if _HDF5 in (head[:8], head[512:520], head[1024:1032], head[2048:2056]):
         return "hdf5"
     if head[:4] in (b"PAR1", b"FEA1", b"Obj\x01") or head[:6] == b"ARROW1" or head[:3] == b"ORC":
         return "dataset"
@@ -154,18 +155,20 @@ def _sniff(head: bytes, size: int | None) -> str | None:
     return None
 
 
-def _metrics_name(stem: str, ext: str, parents: list[str]) -> bool:
+def _metrics_name(stem: str, ext: str, in_metrics_dir: bool) -> bool:
     if stem.startswith("events.out.tfevents") or (stem == "trainer_state" and ext == ".json"):
         return True
+    named = ext in (".json", ".yaml", ".yml", ".csv", ".tsv")
+    if not named and not in_metrics_dir:
+        return False  # (what follows can only say yes for these)
     words = [w for w in _WORDS.split(stem) if w]
     if not words or _CONFIG_WORDS.intersection(words):
         return False
-    if ext in (".json", ".yaml", ".yml", ".csv", ".tsv"):
+    if named:
         if words[0] in _METRIC_WORDS or words[-1] in _METRIC_WORDS:
             return True
         if ext == ".json" and words[0].startswith("eval"):
             return True
-    in_metrics_dir = any(p in ("metrics", "scores") for p in parents)
     return in_metrics_dir and ext in ("", ".csv", ".tsv", ".json", ".yaml", ".yml", ".txt")
 
 
@@ -188,43 +191,43 @@ def kind_of(rel_path: str, head: bytes | None, *, size: int | None, role: str | 
 
     `role` is how the run used it (``input``, ``output``, ``code``, ``meta`` or None);
     only pickles depend on it (an input with a data-like name is a dataset)."""
-    rel = rel_path.replace("\\", "/")
+    rel = rel_path.replace("\\", "/") if "\\" in rel_path else rel_path
     while rel.startswith("./"):
         rel = rel[2:]
     if rules:
         ruled = _by_rules(rel, rules)
         if ruled:
             return ruled
-    parts = [p for p in rel.split("/") if p]
-    name = parts[-1] if parts else ""
+    folder, _, name = rel.rpartition("/")
+    if not name:  # "a/b/": the last named part is the name
+        parts = [p for p in rel.split("/") if p]
+        name = parts[-1] if parts else ""
+        folder = "/".join(parts[:-1])
     low = name.lower()
-    parents = [p.lower() for p in parts[:-1]]
     if _SECRET_FILE.match(low):
         return "other"
     if _STATE_FILE.match(low):
         return "state"
+    where = _folder(folder)
+    in_data = where.data
     stem, dot, ext = low.rpartition(".")
     if not dot or not stem:  # "Makefile", ".bashrc"
         stem, ext = low, ""
     else:
         ext = "." + ext
-    in_data = any(p in DATA_DIRS for p in parents)
-    model_hint = bool(_MODEL_HINT.search(name)) or any(p in MODEL_DIRS for p in parents) \
-        or ext == ".keras"
     sniffed = _sniff(head, size) if head else None
     if sniffed == "pickle":
         return _pickle_kind(low, in_data, role)
     if sniffed in ("hdf5", "array"):
-        return "model" if model_hint and not in_data else "dataset"
+        return "model" if _model_hint(name, ext, where) and not in_data else "dataset"
     if sniffed:
         return sniffed
     if ext in NOTEBOOK_EXT:
         return "notebook"
-    if _metrics_name(stem, ext, parents):
+    if _metrics_name(stem, ext, where.metrics):
         return "metrics"
-    words = set(_WORDS.split(stem))
-    if ext in CONFIG_EXT or (ext == ".json" and (words & _CONFIG_WORDS
-                                                  or any(p in CONFIG_DIRS for p in parents))) \
+    if ext in CONFIG_EXT or (ext == ".json" and (where.config
+                                                  or set(_WORDS.split(stem)) & _CONFIG_WORDS)) \
             or stem.startswith("hparams") or (stem.startswith("requirements") and ext == ".txt"):
         return "config"
     if ext in CODE_EXT or low in CODE_NAMES:
@@ -233,13 +236,38 @@ def kind_of(rel_path: str, head: bytes | None, *, size: int | None, role: str | 
         return "model"
     if ext in PICKLE_EXT:
         return _pickle_kind(low, in_data, role)
-    if ext in MODEL_IF_NAMED and model_hint and not in_data:
+    if ext in MODEL_IF_NAMED and not in_data and _model_hint(name, ext, where):
         return "model"
     if ext in DATASET_EXT or in_data:
         return "dataset"
-    if ext in LOG_EXT or any(p in LOG_DIRS for p in parents):
+    if ext in LOG_EXT or where.logs:
         return "log"
     return "other"
+
+
+class _Where(NamedTuple):
+    """What a file's folders say about its kind (the same for every file in it)."""
+
+    data: bool
+    models: bool
+    metrics: bool
+    config: bool
+    logs: bool
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder(folder: str) -> _Where:
+    """Per folder, once: a run writing 20,000 files into 20 folders asks 20 times."""
+    parents = [p.lower() for p in folder.split("/") if p]
+    return _Where(data=any(p in DATA_DIRS for p in parents),
+                  models=any(p in MODEL_DIRS for p in parents),
+                  metrics=any(p in ("metrics", "scores") for p in parents),
+                  config=any(p in CONFIG_DIRS for p in parents),
+                  logs=any(p in LOG_DIRS for p in parents))
+
+
+def _model_hint(name: str, ext: str, where: _Where) -> bool:
+    return bool(_MODEL_HINT.search(name)) or where.models or ext == ".keras"
 
 
 def is_code(rel_path: str) -> bool:

@@ -42,6 +42,10 @@ _CHANGES = frozenset((ev.CLOSE_WRITE, ev.MOVED_TO, ev.MOVED_FROM, ev.DELETE))
 _ENV_MARKERS = frozenset(("pyvenv.cfg", "conda-meta"))
 _SPECIAL = F.Q_OVERFLOW | F.IGNORED | F.DELETE_SELF | F.MOVE_SELF | F.ISDIR
 _DIR_NOISE = F.OPEN | F.CLOSE_NOWRITE | F.CLOSE_WRITE  # listing a folder raises these
+# A file made (or opened) and then closed after writing, with nothing between in the
+# stream, comes as one close_write carrying the ops before it (FileEvent.before): two
+# event objects fewer per file written, in this thread and in the assembler's.
+_FOLDS = F.CREATE | F.OPEN
 _HEADER = struct.Struct("iIII")
 _READ_SIZE = 1 << 20
 _DRAIN_EVERY = 64  # folders listed between drains: 4 events each, far below any queue limit
@@ -235,6 +239,7 @@ class InotifySource:
         fd = self._ino.fileno()
         header, size, isdir = _HEADER.unpack_from, _HEADER.size, F.ISDIR
         append = self._backlog.append
+        create, opened, close_write = F.CREATE, F.OPEN, F.CLOSE_WRITE
         while True:
             with self._lock:
                 tried = clock.now()
@@ -257,6 +262,10 @@ class InotifySource:
             # The events of this read happened after the queue was last seen empty: under
             # a backlog, long before `t` (the assembler's windows use both ends).
             since = self._empty_at or None
+            # Folding (see _FOLDS) only where no own read is expected: a credit is matched
+            # against each open's own place in the stream.
+            fold = not self._credits
+            held: list[tuple] = []  # a create / open that may fold into what follows
             pos, end = 0, len(data)
             while pos < end:
                 off = base + pos
@@ -265,8 +274,31 @@ class InotifySource:
                 pos = name_start + namelen
                 if mask & isdir and mask & _DIR_NOISE:
                     continue  # folder listings (ours and everyone's) are noise
-                name = data[name_start:pos].rstrip(b"\0")
-                append((t, since, off, wd, mask, cookie, os.fsdecode(name) if name else ""))
+                raw = data[name_start:pos].rstrip(b"\0")
+                name = os.fsdecode(raw) if raw else ""
+                if fold:
+                    if held:
+                        last = held[-1]
+                        if wd == last[3] and name == last[6] and (
+                                mask == close_write or (mask == opened and last[4] == create)):
+                            if mask == opened:
+                                held.append((t, since, off, wd, mask, cookie, name))
+                                continue
+                            folded = 0
+                            for h in held:
+                                folded |= h[4]
+                            held.clear()
+                            append((t, since, off, wd, mask | folded, cookie, name))
+                            continue
+                        for h in held:
+                            append(h)
+                        held.clear()
+                    if (mask == create or mask == opened) and name:
+                        held.append((t, since, off, wd, mask, cookie, name))
+                        continue
+                append((t, since, off, wd, mask, cookie, name))
+            for h in held:
+                append(h)
 
     def _process_backlog(self) -> None:
         backlog = self._backlog
@@ -282,6 +314,9 @@ class InotifySource:
 
     def _handle(self, t: float, since: float | None, off: int, wd: int, mask: int, cookie: int,
                 name: str) -> None:
+        if mask & _FOLDS and mask & F.CLOSE_WRITE:
+            self._handle_folded(t, since, off, wd, mask, cookie, name)
+            return
         if mask & _SPECIAL or not name:
             self._handle_special(t, wd, mask, cookie, name)
             return
@@ -321,6 +356,32 @@ class InotifySource:
             # event fewer). The mask keeps it for the ignore file's rewrite above.
             return
         self._emit(ev.FileEvent(t, op, p, None, cookie, since))
+
+    def _handle_folded(self, t: float, since: float | None, off: int, wd: int, mask: int,
+                       cookie: int, name: str) -> None:
+        """A create and/or open folded into the close_write after it (see _drain)."""
+        d = self._wd_path.get(wd)
+        if d is None:
+            return
+        if (name == IGNORE_FILE or name == "pyvenv.cfg" or d.endswith(_PYCACHE)
+                or self._credits):
+            # what each of the events does on its own (the rules above)
+            for bit in (F.CREATE, F.OPEN, F.CLOSE_WRITE):
+                if mask & bit:
+                    self._handle(t, since, off, wd, bit, cookie, name)
+            return
+        if not self._reads:
+            # Beside fanotify, which reports the file's open and close with their pid:
+            # the create is news only for files in folders watched too late, which
+            # `_sync` reports itself.
+            return
+        p = f"{d}/{name}"
+        ignore = self._ignore
+        if ignore.skip_dir(d) or (ignore.has_patterns and ignore.matches_pattern(p)):
+            return
+        before = (ev.CREATE, ev.OPEN) if mask & F.CREATE and mask & F.OPEN else (
+            (ev.CREATE,) if mask & F.CREATE else (ev.OPEN,))
+        self._emit(ev.FileEvent(t, ev.CLOSE_WRITE, p, None, cookie, since, before))
 
     def _handle_special(self, t: float, wd: int, mask: int, cookie: int, name: str) -> None:
         if mask & F.Q_OVERFLOW:

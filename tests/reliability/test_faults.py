@@ -228,8 +228,13 @@ def test_a_burst_of_100000_files_in_100_folders_loses_nothing(tmp_path, tier):
     assert counts["versions_no_run"] == 0 and counts["unattributed"] == 0, counts
     report("burst", tier=tier, files=n, wrote_s=round(wrote, 1),
            caught_up_s=round(caught_up, 1),
-           peak_rss_mb={k: round(v, 1) for k, v in peak.items()})
-    assert sum(peak.values()) < 200, peak
+           peak_rss_mb={k: round(v, 1) for k, v in peak.items()},
+           peak_rss_sum_mb=round(sum(peak.values()), 1))
+    # The agent is its process (peak RSS under 200 MB) and its bulk process, which reads
+    # and hashes at idle priority (well under: 100 MB); docs/reliability.md gives both
+    # and their sum.
+    assert peak["agent"] < 200, peak
+    assert all(v < 100 for k, v in peak.items() if k != "agent"), peak
 
 
 # -- the object store's disk fills up ------------------------------------------------------
