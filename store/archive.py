@@ -14,10 +14,8 @@ import errno
 import io
 import json
 import os
-import queue
 import re
 import tarfile
-import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -28,6 +26,7 @@ from typing import Any
 import blake3
 
 from .errors import StoreError
+from .hashing import PieceHasher
 from .objects import hash_bytes
 
 FORMAT = "onlooker-export"
@@ -554,30 +553,11 @@ def _copy_hashed(src: int, offset: int, size: int, staged: Staged) -> tuple[str,
     piece in a thread while the kernel copies the next one, and the disk asked to
     write each piece as it lands. (temp path, hash)."""
     tmp, fd = staged._new()  # removed by discard() on failure
-    pieces: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-    hasher = blake3.blake3()
-    failed: list[BaseException] = []
-
-    def hash_pieces() -> None:
-        buf = bytearray(_PIECE)
-        try:
-            while (piece := pieces.get()) is not None:
-                start, n = piece
-                got = os.preadv(fd, [memoryview(buf)[:n]], start)
-                hasher.update(memoryview(buf)[:got])
-                if got != n:
-                    raise OSError(errno.EIO, "a temp file of the import is shorter than"
-                                             " written")
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            failed.append(err)
-            while pieces.get() is not None:
-                pass
-
-    worker = threading.Thread(target=hash_pieces, name="onlooker-import-hash", daemon=True)
-    worker.start()
+    hasher = PieceHasher(fd, what="a temp file of the import", name="onlooker-import-hash",
+                         piece=_PIECE)
     try:
         done = 0
-        while done < size and not failed:  # the hash failing stops the copy too
+        while done < size and not hasher.failed:  # the hash failing stops the copy too
             n = min(_PIECE, size - done)
             with staged.writing():  # an EIO reading the archive stays the archive's
                 got = _copy_range(src, fd, offset + done, n, dst_offset=done)
@@ -591,18 +571,17 @@ def _copy_hashed(src: int, offset: int, size: int, staged: Staged) -> tuple[str,
                         view, at = view[w:], at + w
             if got <= 0:
                 break
-            pieces.put((done, got))
+            hasher.add(done, got)
             writeback(fd, done, done + got)
             done += got
     finally:
-        pieces.put(None)
-        worker.join()
+        hasher.close()
         os.close(fd)
-    if failed:
-        raise failed[0]
+    if hasher.failed:
+        raise hasher.failed[0]
     if done != size:
         raise OSError(errno.EIO, f"the archive ended after {done} of {size} bytes")
-    return tmp, "blake3:" + hasher.hexdigest()
+    return tmp, hasher.hexdigest()
 
 
 # ---- the tarfile reader: any other tar ------------------------------------------------

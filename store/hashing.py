@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import queue
 import shutil
 import signal
 import stat
+import threading
 from typing import TYPE_CHECKING, NamedTuple
 
 import blake3
@@ -238,3 +240,52 @@ def _copy_fd(src: int, dst: int, size: int) -> None:
         fin.seek(offset)
         fout.seek(offset)
         shutil.copyfileobj(fin, fout, _READ_CHUNK)
+
+
+class PieceHasher:
+    """The BLAKE3 of a file as it is written, hashed piece by piece in a thread while
+    the caller writes the next piece (BLAKE3 releases the GIL): the bytes hashed are
+    those read back from `fd` (a descriptor that reads the file). `add(start, n)` after
+    each piece is written, in order; `failed` says the thread has given up, so the
+    caller can stop early; `hexdigest()` waits for the last piece and raises what the
+    thread met. `what` names the file in the error of a short read."""
+
+    def __init__(self, fd: int, *, what: str, name: str, piece: int = 16 << 20) -> None:
+        self.fd, self.what, self.piece = fd, what, piece
+        self._pieces: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._hasher = blake3.blake3()
+        self.failed: list[BaseException] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buf = bytearray(self.piece)
+        try:
+            while (piece := self._pieces.get()) is not None:
+                start, n = piece
+                got = os.preadv(self.fd, [memoryview(buf)[:n]], start)
+                self._hasher.update(memoryview(buf)[:got])
+                if got != n:
+                    raise OSError(errno.EIO, f"{self.what} is shorter than written")
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            self.failed.append(err)
+            while self._pieces.get() is not None:
+                pass
+
+    def add(self, start: int, n: int) -> None:
+        self._pieces.put((start, n))
+
+    def close(self) -> None:
+        """Let the thread finish (also after a failure of the caller's)."""
+        if not self._closed:
+            self._closed = True
+            self._pieces.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        """"blake3:<hex>" of every piece added; raises what the thread met."""
+        self.close()
+        if self.failed:
+            raise self.failed[0]
+        return "blake3:" + self._hasher.hexdigest()

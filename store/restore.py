@@ -38,12 +38,9 @@ project restored to where they were are left as root makes them.
 from __future__ import annotations
 
 import errno
-import mmap
 import os
-import queue
 import re
 import stat
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -53,7 +50,7 @@ import blake3
 
 from . import records
 from .errors import HashError, MissingObject, StoreError
-from .hashing import hash_file
+from .hashing import PieceHasher, hash_file
 from .private import Owner
 
 if TYPE_CHECKING:
@@ -502,36 +499,20 @@ def _is_big_file(src: Any) -> bool:
 
 def _copy_big(src: Any, fd: int, progress: Callable[[int], None] | None) -> str:
     """Copy in the kernel (copy_file_range, a reflink where the filesystem has them,
-    else sendfile) and hash what was written, read back through a map, piece by piece
+    else sendfile) and hash what was written, read back piece by piece (PieceHasher)
     in a thread while the kernel copies the next piece (BLAKE3 releases the GIL): the
     bytes about to be renamed into place are the ones checked, in about the time of
     the copy alone rather than the copy and then the hash."""
     size = os.fstat(src.fileno()).st_size
     in_fd = src.fileno()
-    # one thread: the kernel's copy takes the other core (with all of them, the hash
-    # and the copy slow each other down)
-    hasher = blake3.blake3()
-    # the temp file is open write-only: a map of it needs a reading descriptor, opened
-    # through this one (its folder may have been renamed meanwhile)
+    # the temp file is open write-only: the hash reads it through a descriptor opened
+    # from this one (its folder may have been renamed meanwhile)
     reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-    pieces: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-    failed: list[BaseException] = []
-
-    def hash_pieces() -> None:
-        while (piece := pieces.get()) is not None:
-            if failed:
-                continue
-            try:
-                with mmap.mmap(reader, piece[1], prot=mmap.PROT_READ, offset=piece[0]) as m:
-                    hasher.update(m)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-                failed.append(err)
-
-    worker = threading.Thread(target=hash_pieces, name="onlooker-restore-hash", daemon=True)
-    worker.start()
+    hasher = PieceHasher(reader, what="the restored temp file", name="onlooker-restore-hash",
+                         piece=_PIECE)
     copied = queued = 0
     try:
-        while copied < size:
+        while copied < size and not hasher.failed:
             want = min(_PIECE, size - copied)
             try:
                 n = os.copy_file_range(in_fd, fd, want, copied, copied)
@@ -542,17 +523,14 @@ def _copy_big(src: Any, fd: int, progress: Callable[[int], None] | None) -> str:
             if n == 0:
                 break
             copied += n
-            while copied - queued >= _PIECE:  # whole pieces (page-aligned offsets)
-                pieces.put((queued, _PIECE))
+            while copied - queued >= _PIECE:  # whole pieces
+                hasher.add(queued, _PIECE)
                 queued += _PIECE
             if progress is not None:
                 progress(copied)
         if copied > queued:
-            pieces.put((queued, copied - queued))
+            hasher.add(queued, copied - queued)
     finally:
-        pieces.put(None)
-        worker.join()
+        hasher.close()
         os.close(reader)
-    if failed:
-        raise failed[0]
-    return "blake3:" + hasher.hexdigest()
+    return hasher.hexdigest()
