@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -357,11 +357,8 @@ class Assembler(KernelSide, FileSide):
         if row.get("root_step") is not None:
             run.root_step = Step(int(row["root_step"]), pid, None, started)
             run.steps.append(run.root_step)
-        base = info.cwd or str(self.project)
-        run.argv_paths = {os.path.normpath(os.path.join(base, v)) for a in argv[1:]
-                          if (v := a.split("=", 1)[1] if a.startswith("-") and "=" in a
-                              else a)
-                          and not v.startswith("-") and len(v) <= 4096 and "\n" not in v}
+        cwd = info.cwd or str(self.project)
+        run.argv_paths = {p for p in _argv_paths(argv, cwd) if self._names(p, cwd)}
         self.lost_runs.append(run)
 
     def reattach(self, row: dict, info: ProcInfo, descendants: list[ProcInfo]) -> None:
@@ -546,12 +543,8 @@ class Assembler(KernelSide, FileSide):
 
     def _note_argv_paths(self, run: Run, info: ProcInfo, *, outside: bool = True) -> None:
         cwd = info.cwd or str(self.project)
-        for arg in info.argv[1:]:
-            value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
-            if not value or value.startswith("-") or len(value) > 4096 or "\n" in value:
-                continue
-            p = os.path.normpath(os.path.join(cwd, value))
-            if (self.ignore.inside(p) or os.path.exists(p)) and not self._too_wide(p, cwd):
+        for p in _argv_paths(info.argv, cwd):
+            if self._names(p, cwd):
                 run.argv_paths.add(p)
             if (outside and not self.ignore.inside(p) and self.ignore.named_ok(p)
                     and self.probes.is_file(p)):
@@ -560,6 +553,10 @@ class Assembler(KernelSide, FileSide):
                 # another mount).
                 self._record(run, p, write=False, step=run.root_step, basis="argv",
                              named=True)
+
+    def _names(self, p: str, cwd: str) -> bool:
+        """Whether a path from the command line is one the run names (argv_paths)."""
+        return (self.ignore.inside(p) or os.path.exists(p)) and not self._too_wide(p, cwd)
 
     def _too_wide(self, p: str, cwd: str) -> bool:
         """A folder that holds the whole project or the run's cwd (`.`, `..`, `/`) names
@@ -840,6 +837,15 @@ def _status(code: int | None, sig: int | None) -> str:
     if code is None:
         return "ended"
     return "completed" if code == 0 else "failed"
+
+
+def _argv_paths(argv: tuple[str, ...] | list[str], cwd: str) -> Iterator[str]:
+    """The paths a command line may name: each argument after the program (the value
+    of a `--opt=value`), joined to the cwd; options and oversized words left out."""
+    for arg in argv[1:]:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value and not value.startswith("-") and len(value) <= 4096 and "\n" not in value:
+            yield os.path.normpath(os.path.join(cwd, value))
 
 
 def _user(uid: int | None) -> str | None:

@@ -117,3 +117,12 @@ def test_a_change_after_the_closed_runs_end_is_nobodys(project):
     _lost(asm, project, ["python", "train.py"], T0 - 9, ended=T0 - 4)
     _changed_while_down(asm, project, "model.pt")  # at T0 - 2
     assert cat.io(1, "output") == {}
+
+
+def test_a_lost_run_naming_the_project_itself_names_nothing_in_it(project):
+    # `python train.py .` names no file in particular (the rule of every run's argv)
+    asm, cat, _ = make(project)
+    asm.agent_started = T0
+    _lost(asm, project, ["python", "train.py", "."], T0 - 9)
+    _changed_while_down(asm, project, "out/model.pt")
+    assert cat.io(1, "output") == {}
