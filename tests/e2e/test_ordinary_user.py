@@ -86,18 +86,24 @@ def _user_venv(user, base: Path) -> Path:
     pytest.skip(f"no Python {want} that {USER} may run")
 
 
+def user_project(who, base: Path) -> tuple[Path, Path]:
+    """A home and a project (train.py, data/rows.txt) under `base`, all `who`'s."""
+    base.chmod(0o755)
+    home, project = base / "home", base / "proj"
+    for d in (home, project, project / "data"):
+        d.mkdir()
+    (project / "train.py").write_text(TRAIN.lstrip())
+    (project / "data" / "rows.txt").write_text("a\nb\nc\n")
+    for p in (home, project, project / "data", project / "train.py",
+              project / "data" / "rows.txt"):
+        os.chown(p, who.pw_uid, who.pw_gid)
+    return home, project
+
+
 def test_an_ordinary_user_gets_an_unprivileged_tier_and_an_exact_run(user):
     base = Path(tempfile.mkdtemp(prefix="onlooker-user-"))
     try:
-        base.chmod(0o755)
-        home, project = base / "home", base / "proj"
-        for d in (home, project, project / "data"):
-            d.mkdir()
-        (project / "train.py").write_text(TRAIN.lstrip())
-        (project / "data" / "rows.txt").write_text("a\nb\nc\n")
-        for p in (home, project, project / "data", project / "train.py",
-                  project / "data" / "rows.txt"):
-            os.chown(p, user.pw_uid, user.pw_gid)
+        home, project = user_project(user, base)
         drop, env = _as(user, home, _user_venv(user, base))
 
         def run(*argv: str) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from .test_ordinary_user import TRAIN, _as, _user_venv, user  # noqa: F401 (a fixture)
+from .test_ordinary_user import _as, _user_venv, user, user_project  # noqa: F401 (a fixture)
 from .test_pipeline import cli
 from .test_robustness import settle
 
@@ -38,19 +38,6 @@ fd = os.open("secret-later.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 os.write(fd, {SECRET_LATER!r})
 os.close(fd)
 '''
-
-
-def _project(who, base: Path) -> tuple[Path, Path]:
-    base.chmod(0o755)
-    home, project = base / "home", base / "proj"
-    for d in (home, project, project / "data"):
-        d.mkdir()
-    (project / "train.py").write_text(TRAIN.lstrip())
-    (project / "data" / "rows.txt").write_text("a\nb\nc\n")
-    for p in (home, project, project / "data", project / "train.py",
-              project / "data" / "rows.txt"):
-        os.chown(p, who.pw_uid, who.pw_gid)
-    return home, project
 
 
 def _runner(who, home: Path, venv: Path, project: Path):
@@ -81,7 +68,7 @@ def _owned_and_private(store: Path, uid: int, gid: int) -> list[str]:
 def test_a_root_agent_leaves_the_store_to_the_owner_and_skips_what_they_cannot_read(user):  # noqa: F811
     base = Path(tempfile.mkdtemp(prefix="onlooker-own-"))
     try:
-        home, project = _project(user, base)
+        home, project = user_project(user, base)
         run = _runner(user, home, _user_venv(user, base), project)
         onlooker = ["python", "-m", "onlooker.cli.main"]
         # Root's, unreadable to the owner: one there at start, one in a 0700 folder of
@@ -153,7 +140,7 @@ def test_a_root_agent_leaves_the_store_to_the_owner_and_skips_what_they_cannot_r
 def test_an_owners_agent_keeps_the_store_private(user):  # noqa: F811
     base = Path(tempfile.mkdtemp(prefix="onlooker-own-"))
     try:
-        home, project = _project(user, base)
+        home, project = user_project(user, base)
         run = _runner(user, home, _user_venv(user, base), project)
         onlooker = ["python", "-m", "onlooker.cli.main"]
         assert run(*onlooker, "init").returncode == 0
