@@ -47,9 +47,6 @@ _FILES_SQL = (
 )
 
 
-_translate = sqlite_error
-
-
 _text = records.safe_text
 
 
@@ -158,7 +155,7 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
             else:
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as err:
-            raise _translate(err, self.path) from err
+            raise sqlite_error(err, self.path) from err
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -172,7 +169,7 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
                 self.schema_version = schema.migrate(conn, str(self.path))
         except sqlite3.Error as err:
             conn.close()
-            raise _translate(err, self.path) from err
+            raise sqlite_error(err, self.path) from err
         except StoreError:
             conn.close()
             raise
@@ -234,7 +231,7 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
         except sqlite3.IntegrityError as err:
             raise StoreError(f"catalog refused a write: {err}") from err
         except sqlite3.Error as err:
-            raise _translate(err, self.path) from err
+            raise sqlite_error(err, self.path) from err
 
     # ---- paths ---------------------------------------------------------------------
     def relpath(self, path: str | os.PathLike[str]) -> str:
@@ -380,7 +377,7 @@ class Catalog(TelemetryMixin, MetricsMixin, TagsMixin):
                 except sqlite3.IntegrityError:
                     fresh = False  # (the upsert below says what is wrong)
                 except sqlite3.Error as err:
-                    raise _translate(err, self.path) from err
+                    raise sqlite_error(err, self.path) from err
             if not fresh:
                 self._execute(
                     "INSERT INTO io (run_id, step_id, version_id, role, access, basis)"
