@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_ordinary_user import _as, user  # noqa: F401 (a fixture)
-from .test_ownership import _owned_and_private, _project
+from .test_ordinary_user import _as, user, user_project  # noqa: F401 (a fixture)
+from .test_ownership import _owned_and_private
 from .test_pipeline import ONLOOKER, cli
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 def test_root_commands_leave_a_users_project_theirs(user):  # noqa: F811
     base = Path(tempfile.mkdtemp(prefix="onlooker-own-cli-"))
     try:
-        home, project = _project(user, base)
+        home, project = user_project(user, base)
         drop, env = _as(user, home, base)
         ids = (user.pw_uid, user.pw_gid)
 
