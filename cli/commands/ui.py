@@ -23,20 +23,17 @@ def _has_display() -> bool:
     return True
 
 
-def _open_when_up(dashboard: object, url: str) -> None:
-    server = dashboard.server  # type: ignore[attr-defined]
+def _announce(url: str, project: object, open_browser: bool) -> None:
+    emit(f"onlooker ui: {url}  (project {project}; Ctrl-C stops)")
+    if open_browser:  # in a thread: some browsers' launchers wait, the server must not
+        threading.Thread(target=_open, args=(url,), daemon=True).start()
 
-    def opener() -> None:
-        for _ in range(500):  # up to 5 s for uvicorn to start accepting
-            if server.started:
-                try:
-                    webbrowser.open(url)
-                except Exception:  # a broken browser setup must not stop the server
-                    pass
-                return
-            threading.Event().wait(0.01)
 
-    threading.Thread(target=opener, daemon=True).start()
+def _open(url: str) -> None:
+    try:
+        webbrowser.open(url)
+    except Exception:  # a broken browser setup must not stop the server
+        pass
 
 
 @click.command()
@@ -64,10 +61,9 @@ def ui(state: AppState, host: str, port: int, no_browser: bool) -> None:
         dashboard = Dashboard(project, host=host, port=port)
     except PortInUse as err:
         raise CliError(str(err)) from err
-    emit(f"onlooker ui: {dashboard.url}  (project {project}; Ctrl-C stops)")
-    if not no_browser and _has_display():
-        _open_when_up(dashboard, dashboard.url)
+    open_browser = not no_browser and _has_display()
     try:
-        dashboard.serve()
+        # the URL only once it answers: a script waiting for it can connect at once
+        dashboard.serve(on_started=lambda: _announce(dashboard.url, project, open_browser))
     except KeyboardInterrupt:  # uvicorn stops cleanly, then re-raises the Ctrl-C it caught
         pass

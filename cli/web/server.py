@@ -6,6 +6,7 @@ import errno
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -47,6 +48,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling `on_started` once it accepts connections: by then its
+    Ctrl-C handler is in place, so a URL printed from there stops cleanly at once."""
+
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
+
 class Dashboard:
     """The dashboard of one project on a bound socket: `serve()` in the foreground
     (Ctrl-C stops it), or `start()` / `stop()` around a thread (tests, benchmarks)."""
@@ -63,11 +76,13 @@ class Dashboard:
         self.url = f"http://{shown}:{self.port}/"
         config = uvicorn.Config(self.app, log_level="warning", access_log=False,
                                 lifespan="off", ws="none", timeout_graceful_shutdown=10)
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self._thread: threading.Thread | None = None
 
-    def serve(self) -> None:
-        """Serve until interrupted (uvicorn handles SIGINT / SIGTERM)."""
+    def serve(self, on_started: Callable[[], None] | None = None) -> None:
+        """Serve until interrupted (uvicorn handles SIGINT / SIGTERM); `on_started` is
+        called once connections are accepted."""
+        self.server.on_started = on_started
         try:
             self.server.run(sockets=[self.sock])
         finally:

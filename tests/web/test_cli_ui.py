@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import selectors
 import signal
@@ -40,8 +41,10 @@ def first_line(proc: subprocess.Popen, timeout: float = 30.0) -> str:
 
 
 def serve(project: Path, *args: str) -> subprocess.Popen:
+    # faulthandler: a server that hangs on Ctrl-C is made to print where (SIGABRT)
     return subprocess.Popen([*ONLOOKER, "-C", str(project), "ui", "--no-browser", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
 
 
 def stop(proc: subprocess.Popen) -> int:
@@ -49,9 +52,14 @@ def stop(proc: subprocess.Popen) -> int:
     try:
         return proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        raise AssertionError(
+            f"Ctrl-C did not stop the server within 15 s; it was at:\n{err}") from None
 
 
 def test_port_0_prints_the_url_it_bound_and_ctrl_c_stops_it(project):
@@ -96,3 +104,24 @@ def test_outside_a_project_is_one_sentence(tmp_path):
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1 and "onlooker init" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_display_opens_the_browser_on_the_url_once_it_answers(project, tmp_path):
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    # the page must answer by the time the browser asks for it
+    browser.write_text(f"#!/bin/sh\n{sys.executable} -c 'import sys, urllib.request; "
+                       "urllib.request.urlopen(sys.argv[1] + \"api/status\", timeout=10)' \"$1\""
+                       f" && printf '%s' \"$1\" > {opened}\n")
+    browser.chmod(0o755)
+    env = {**os.environ, "DISPLAY": ":99", "BROWSER": f"{browser} %s"}
+    proc = subprocess.Popen([*ONLOOKER, "-C", str(project), "ui", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = URL.search(first_line(proc)).group(0)
+        deadline = time.monotonic() + 30
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert opened.read_text() == url
+    finally:
+        stop(proc)
