@@ -89,19 +89,11 @@ class Dashboard:
             self.sock.close()
 
     def start(self, timeout: float = 30.0) -> Dashboard:
-        self._thread = threading.Thread(target=self.serve, name="onlooker-ui", daemon=True)
+        up = threading.Event()
+        self._thread = threading.Thread(target=self.serve, args=(up.set,), name="onlooker-ui",
+                                        daemon=True)
         self._thread.start()
-        done = threading.Event()
-
-        def watch() -> None:
-            while not (self.server.started or done.is_set()):
-                done.wait(0.01)
-
-        waiter = threading.Thread(target=watch, daemon=True)
-        waiter.start()
-        waiter.join(timeout)
-        done.set()
-        if not self.server.started:
+        if not up.wait(timeout):
             raise RuntimeError("the dashboard did not start")
         return self
 
