@@ -22,6 +22,12 @@ is netlink+fanotify (needs root), `unpriv` is poll+inotify.
 
 Targets (issue 13): median at most 1.02 quiet, at most 1.05 with the hog.
 
+Beside each ratio: where the run's own time went, watched minus bare (each workload
+script ends by writing its rusage and schedstat: user and system CPU, time waiting for
+a core, the rest), and the agent's CPU during the watched run (its main thread, its
+other threads, its bulk process). `--settled` (a diagnostic) lets the agent go idle
+after its start before the watched run, which takes the start-up out of the figure.
+
 `--per-file`: a run writes `--files` files of 1 KiB into 20 folders while the agent
 watches (after one small run, so that the once-per-interpreter package list is
 not in it; `--cold` keeps it); prints the agent's CPU (its process and its bulk
@@ -103,6 +109,21 @@ def cli(root: Path, *args: str) -> None:
     subprocess.run([*_cli(), "-C", str(root), *args], check=True, capture_output=True,
                    text=True, cwd="/")
 
+# Appended to each workload: the run says where its own time went, read by the kernel's
+# accounting of the process itself (rusage: user and system CPU, all threads; schedstat:
+# how long its main thread was runnable but waiting for a core; involuntary context
+# switches: how often it was preempted). Watched minus bare, per term, is where the
+# overhead lands: system time is the kernel's event work on the run's own path, waiting
+# is cores taken by someone else, user time the same work running slower (caches,
+# memory bandwidth), the rest the run blocked (IO).
+_FOOTER = """
+import resource as _rs
+_u = _rs.getrusage(_rs.RUSAGE_SELF)
+with open("/proc/self/schedstat") as _f:
+    _wait = int(_f.read().split()[1]) / 1e9
+sys.stderr.write(f"SCHED {_u.ru_utime} {_u.ru_stime} {_wait} {_u.ru_nivcsw}\\n")
+"""
+
 
 class Workload:
     def __init__(self, name: str, quick: bool) -> None:
@@ -121,7 +142,7 @@ class Workload:
 
     def make(self, root: Path) -> None:
         (root / "data").mkdir(parents=True, exist_ok=True)
-        (root / f"run_{self.name}.py").write_text(textwrap.dedent(self.script))
+        (root / f"run_{self.name}.py").write_text(textwrap.dedent(self.script) + _FOOTER)
         if self.name == "mixed":
             with open(root / "data" / "input.bin", "wb") as f:
                 block = os.urandom(1 << 20)
@@ -139,10 +160,49 @@ class Workload:
             (root / "data" / "train.csv").write_text("\n".join(lines) + "\n")
 
     def run(self, root: Path) -> float:
+        return self.run_stats(root)[0]
+
+    def run_stats(self, root: Path) -> tuple[float, dict[str, float]]:
+        """Wall time, and where the run's own time went (the script's last stderr line,
+        written by _FOOTER): CPU in user and kernel mode, time runnable but waiting
+        for a core, preemptions."""
         t = time.monotonic()
-        subprocess.run([sys.executable, f"run_{self.name}.py", *self.args], cwd=root, check=True,
-                       capture_output=True)
-        return time.monotonic() - t
+        done = subprocess.run([sys.executable, f"run_{self.name}.py", *self.args], cwd=root,
+                              check=True, capture_output=True, text=True)
+        wall = time.monotonic() - t
+        line = done.stderr.strip().rsplit("\n", 1)[-1].split()
+        if not line or line[0] != "SCHED":
+            return wall, {}
+        user, sys_, wait, preempt = (float(x) for x in line[1:5])
+        return wall, {"user": user, "sys": sys_, "wait": wait, "preempt": preempt,
+                      "other": wall - user - sys_ - wait}
+
+
+def _agent_split(root: Path) -> dict[str, float]:
+    """CPU seconds so far of the agent's main thread (the event path), its other
+    threads (the kernel readers, the scan, telemetry) and its bulk process (idle
+    priority)."""
+    try:
+        st = json.loads((root / ".onlooker" / "agent.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    pid = st.get("pid")
+    agent = _task_cpu(pid)
+    main = agent.pop(pid, 0.0) if pid else 0.0
+    return {"main": main, "threads": sum(agent.values()),
+            "bulk": sum(_task_cpu((st.get("bulk") or {}).get("pid")).values())}
+
+
+def _settle(root: Path, quiet_s: float = 0.5, limit_s: float = 30.0) -> None:
+    """Wait until the agent has used no CPU for `quiet_s` (its backlog done)."""
+    last, since, end = sum(_agent_split(root).values()), time.monotonic(), time.monotonic()
+    while time.monotonic() - end < limit_s:
+        time.sleep(0.1)
+        now = sum(_agent_split(root).values())
+        if now - last > 0.005:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
 
 
 def _agent_cpu(root: Path) -> float:
@@ -164,8 +224,16 @@ def _agent_cpu(root: Path) -> float:
     return total
 
 
+_TERMS = ("user", "sys", "wait", "other", "preempt")
+
+
+def _terms(delta: dict[str, float]) -> str:
+    return ", ".join(f"{k} {delta[k]:+.0f}" if k == "preempt" else f"{k} {delta[k]:+.3f} s"
+                     for k in _TERMS if k in delta)
+
+
 def measure(base: Path, work: Workload, tier: str, pairs: int, condition: str,
-            hogs: int) -> dict:
+            hogs: int, settled: bool = False) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"overhead-{work.name}-{tier}-", dir=base))
     hog_procs: list[subprocess.Popen] = []
     try:
@@ -181,28 +249,46 @@ def measure(base: Path, work: Workload, tier: str, pairs: int, condition: str,
         rows = []
         for i in range(pairs):
             times: dict[str, float] = {}
+            stats: dict[str, dict[str, float]] = {}
             order = ("bare", "watched") if i % 2 == 0 else ("watched", "bare")
             agent_cpu = 0.0
             for which in order:
                 if which == "watched":
                     cli(root, "start")
-                    times[which] = work.run(root)
+                    if settled:  # its start-up scan and hashing done before the run
+                        _settle(root)
+                    before = _agent_split(root)
+                    times[which], stats[which] = work.run_stats(root)
                     agent_cpu = _agent_cpu(root)
+                    after = _agent_split(root)
                     cli(root, "stop")
                 else:
-                    times[which] = work.run(root)
+                    times[which], stats[which] = work.run_stats(root)
             ratio = times["watched"] / times["bare"]
+            delta = {k: stats["watched"][k] - stats["bare"][k] for k in stats["bare"]
+                     if k in stats["watched"]}
+            during = {k: after[k] - before.get(k, 0.0) for k in after}
             rows.append({"bare": times["bare"], "watched": times["watched"], "ratio": ratio,
-                         "first": order[0], "agent_cpu": agent_cpu})
+                         "first": order[0], "agent_cpu": agent_cpu, "run": stats,
+                         "delta": delta, "agent_at_start": before, "agent_during": during})
             print(f"    pair {i + 1}: bare {times['bare']:.2f} s, watched "
                   f"{times['watched']:.2f} s, ratio {ratio:.3f} (agent CPU to stop "
-                  f"{agent_cpu:.2f} s)", flush=True)
+                  f"{agent_cpu:.2f} s; during the run: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in during.items())
+                  + f"); the run watched - bare: {_terms(delta)}", flush=True)
         ratios = [r["ratio"] for r in rows]
         return {"workload": work.name, "tier": tier, "condition": condition,
                 "pairs": pairs, "median": statistics.median(ratios),
                 "min": min(ratios), "max": max(ratios),
                 "bare_median_s": statistics.median(r["bare"] for r in rows),
+                "delta_median": {k: statistics.median(r["delta"][k] for r in rows)
+                                 for k in _TERMS if all(k in r["delta"] for r in rows)},
+                "agent_during_median": {
+                    k: statistics.median(r["agent_during"][k] for r in rows)
+                    for k in ("main", "threads", "bulk")
+                    if all(k in r["agent_during"] for r in rows)},
                 "target": TARGETS[condition], "load": os.getloadavg()[0], "rows": rows}
+
     finally:
         for p in hog_procs:
             p.kill()
@@ -423,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hogs", type=int, default=1, help="busy processes beside the runs")
     ap.add_argument("--quick", action="store_true", help="2 pairs, smaller workloads")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--settled", action="store_true",
+                    help="a diagnostic, not the issue's figure: each watched run waits until"
+                         " the agent just started has gone idle (its start-up scan and"
+                         " hashing done), as on a machine where it runs all day")
     ap.add_argument("--base", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--gil-check", action="store_true",
                     help="only show why the bulk work is a process (GIL and priority)")
@@ -459,18 +549,30 @@ def main(argv: list[str] | None = None) -> int:
             work = Workload(name, args.quick)
             for cond in args.conditions.split(","):
                 print(f"  {name} / {tier} / {cond}:", flush=True)
-                r = measure(args.base, work, tier, pairs, cond, args.hogs)
+                r = measure(args.base, work, tier, pairs, cond, args.hogs, args.settled)
                 results.append(r)
                 ok = "met" if r["median"] <= r["target"] else "NOT met"
                 print(f"  => {name} {tier} {cond}: median {r['median']:.3f} "
                       f"({r['min']:.3f}-{r['max']:.3f}) over {pairs} pairs, bare "
                       f"{r['bare_median_s']:.2f} s; target <= {r['target']}: {ok}; "
                       f"load {r['load']:.1f}", flush=True)
-    print("\n| workload | tier | condition | median watched/bare | range | bare s | target |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+                if r["delta_median"]:
+                    print(f"     the run's own time, watched - bare (medians): "
+                          f"{_terms(r['delta_median'])}", flush=True)
+                if r["agent_during_median"]:
+                    print("     the agent's CPU during the watched run (medians): "
+                          + ", ".join(f"{k} {v:.3f} s"
+                                      for k, v in r["agent_during_median"].items()),
+                          flush=True)
+    print("\n| workload | tier | condition | median watched/bare | range | bare s | target |"
+          " the run, watched - bare: user / sys / waiting for a core / other, s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
+        d = r["delta_median"]
+        terms = " / ".join(f"{d[k]:+.3f}" for k in _TERMS[:4] if k in d)
         print(f"| {r['workload']} | {r['tier']} | {r['condition']} | {r['median']:.3f} | "
-              f"{r['min']:.3f}-{r['max']:.3f} | {r['bare_median_s']:.2f} | <= {r['target']} |")
+              f"{r['min']:.3f}-{r['max']:.3f} | {r['bare_median_s']:.2f} | <= {r['target']} |"
+              f" {terms} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
