@@ -31,8 +31,14 @@ project, or `to`) makes every file and folder it creates in a folder of that use
 theirs, not root's: a file of root's in their tree is one they can neither change nor
 replace. A replaced file keeps its owner, as it keeps its mode. Below that folder such
 a restore follows no symbolic link (the file is refused): the user could otherwise
-point a folder of theirs at one of root's and have root write there. Files outside the
-project restored to where they were are left as root makes them.
+point a folder of theirs at one of root's and have root write there. A file outside the
+project restored by root to where it was (``/home/ana/data/x.csv``) is reached from
+``/`` folder by folder: a link of root's in a folder of root's is root's own choice
+(``/var/run -> /run``) and is followed, its target walked by the same rule; from the
+first folder of a user's on, no link is (the file is refused, as below the project),
+nor is a link of a user's in root's folder (``/tmp`` is anyone's); what it makes there
+is that user's. The file itself is never followed: a link in its place is refused (or,
+with ``force``, replaced).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ OUTSIDE = "_outside"
 _CHUNK = 8 * 1024 * 1024
 _BIG = 4 * 1024 * 1024  # loose objects over this are copied by the kernel
 _PIECE = 16 * 1024 * 1024  # ...and hashed in pieces of this (a multiple of the page)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _HEX = re.compile(r"(?:blake3:)?[0-9a-fA-F]+")
 # A path that is in several roles is restored once; the content the run left wins.
 _PRECEDENCE = {"outputs": 0, "inputs": 1, "code": 2, "meta": 3}
@@ -331,7 +338,7 @@ class _Places:
         if self._fd < 0:
             if self.to is not None:
                 self._make_base()
-            fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(self.base, _DIR)
             st = os.fstat(fd)
             if self.to is None and self.root and st.st_uid != self.catalog.owner.uid:
                 os.close(fd)  # the project folder was swapped since the catalog was opened
@@ -356,66 +363,107 @@ class _Places:
             if self.owner.chown_needed:  # the folder `to` is made in is the owner's
                 os.chown(p, self.owner.uid, self.owner.gid, follow_symlinks=False)
 
-    def folder(self, target: str) -> int:
-        """A descriptor of the folder `target` goes into, made if missing (the
-        caller closes it). Raises _LinkOnTheWay where a foreign restore meets a link."""
+    def folder(self, target: str) -> tuple[int, Owner | None]:
+        """A descriptor of the folder `target` goes into, made if missing (the caller
+        closes it), and who must get what is made in it (None: as made). Raises
+        _LinkOnTheWay where a root restore meets a link it must not follow."""
         folder = os.path.dirname(target)
-        if not self.inside(target):
+        if self.inside(target):
+            fd = os.dup(self._base_fd())  # first: it settles the owner
+            rel = os.path.relpath(folder, self.base)
+            return self._walk(fd, self.base, [] if rel == "." else rel.split(os.sep),
+                              self.owner, self.foreign)
+        if not self.root:
             os.makedirs(folder, exist_ok=True)
-            return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fd = os.dup(self._base_fd())  # first: it settles the owner
-        nofollow = os.O_NOFOLLOW if self.foreign else 0
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | nofollow
-        rel = os.path.relpath(folder, self.base)
+            return os.open(folder, _DIR), None
+        # root, outside the base: the path's folders may be anyone's, so they are
+        # walked from "/" and who owns each one decides (see _walk)
+        return self._walk(os.open("/", _DIR), "/", folder.split(os.sep), None, True)
+
+    def _walk(self, fd: int, start: str, parts: list[str], owner: Owner | None,
+              strict: bool) -> tuple[int, Owner | None]:
+        """Open `parts` one by one from `fd` (the folder `start`), making those missing.
+        Not `strict`: links are followed as any open would. `strict`: none is, except
+        while `owner` is None (every folder so far root's), where a link of root's is
+        root's own choice (/var/run -> /run) and is resolved here, its target walked by
+        the same rule; the first folder of a user's on the way becomes `owner`."""
+        flags = _DIR | (os.O_NOFOLLOW if strict else 0)
+        todo = list(reversed(parts))
+        where = [start]  # the path walked so far, as the kernel would resolve it
+        hops = 0
         try:
-            for i, part in enumerate([] if rel == "." else rel.split(os.sep)):
+            while True:
+                if owner is None:
+                    st = os.fstat(fd)
+                    if st.st_uid != 0:
+                        owner = Owner(st.st_uid, st.st_gid)
+                if not todo:
+                    return fd, owner
+                part = todo.pop()
+                if part in ("", "."):
+                    continue
                 try:
-                    nfd = os.open(part, flags, dir_fd=fd)
-                except FileNotFoundError:
-                    self._mkdir(part, fd)
-                    nfd = os.open(part, flags, dir_fd=fd)
+                    try:
+                        nfd = os.open(part, flags, dir_fd=fd)
+                    except FileNotFoundError:
+                        self._mkdir(part, fd, owner)
+                        nfd = os.open(part, flags, dir_fd=fd)
                 except OSError:
-                    if nofollow and _is_link(part, fd):
-                        raise _LinkOnTheWay(os.path.join(
-                            self.base, *rel.split(os.sep)[:i + 1])) from None
-                    raise
+                    link = _link(part, fd) if strict else None
+                    if link is None:
+                        raise
+                    # a link of a user's in root's folder (/tmp is anyone's) is theirs
+                    if owner is not None or link[0] != 0:
+                        raise _LinkOnTheWay(os.path.join(*where, part)) from None
+                    hops += 1
+                    if hops > 40:  # the kernel's own limit
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
+                    if link[1].startswith("/"):
+                        os.close(fd)
+                        fd, where = -1, ["/"]  # -1 until open: closed once only
+                        fd = os.open("/", _DIR)
+                    todo.extend(reversed(link[1].split("/")))
+                    continue
                 os.close(fd)
                 fd = nfd
+                if part == "..":
+                    where = [os.path.dirname(os.path.join(*where))]
+                else:
+                    where.append(part)
         except BaseException:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             raise
-        return fd
 
-    def _mkdir(self, name: str, parent_fd: int) -> None:
+    def _mkdir(self, name: str, parent_fd: int, owner: Owner | None) -> None:
         try:
             os.mkdir(name, dir_fd=parent_fd)
         except FileExistsError:
             return
-        got = self._heir(parent_fd, None)
+        got = self._heir(parent_fd, None, owner)
         if got is not None:
             os.chown(name, *got, dir_fd=parent_fd, follow_symlinks=False)
 
-    def _heir(self, folder_fd: int, old: os.stat_result | None) -> tuple[int, int] | None:
+    def _heir(self, folder_fd: int, old: os.stat_result | None, owner: Owner | None
+              ) -> tuple[int, int] | None:
         """(uid, gid) a file or folder made in `folder_fd` must get, None: as made.
-        `old`: the file it replaces."""
+        `old`: the file it replaces; `owner`: whose the tree it is made in is."""
         if not self.root:
             return None
         if old is not None:
             want = (old.st_uid, old.st_gid)
         else:
             st = os.fstat(folder_fd)
-            if not self.owner.chown_needed or st.st_uid != self.owner.uid:
+            if owner is None or not owner.chown_needed or st.st_uid != owner.uid:
                 return None
             # a setgid folder hands its group down, as the kernel would for the owner
-            want = (st.st_uid, st.st_gid if st.st_mode & stat.S_ISGID else self.owner.gid)
+            want = (st.st_uid, st.st_gid if st.st_mode & stat.S_ISGID else owner.gid)
         return None if want == (os.geteuid(), os.getegid()) else want
 
     def give(self, fd: int, folder_fd: int, old: os.stat_result | None,
-             target: str) -> None:
+             owner: Owner | None) -> None:
         """Make the restored file `fd` whose it must be (the module's doc: Owners)."""
-        if old is None and not self.inside(target):
-            return
-        got = self._heir(folder_fd, old)
+        got = self._heir(folder_fd, old, owner)
         if got is not None:
             os.fchown(fd, *got)
 
@@ -425,11 +473,20 @@ class _Places:
             self._fd = -1
 
 
-def _is_link(name: str, dir_fd: int) -> bool:
+def _link(name: str, dir_fd: int) -> tuple[int, str] | None:
+    """(owner, target) of the link `name`, None if it is none: both read from the
+    link itself, so a link swapped meanwhile cannot lend another's target an owner."""
     try:
-        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
-        return False
+        return None
+    try:
+        st = os.fstat(fd)
+        return (st.st_uid, os.readlink("", dir_fd=fd)) if stat.S_ISLNK(st.st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _write(catalog: Catalog, want: str, target: str, mode: int | None,
@@ -437,7 +494,7 @@ def _write(catalog: Catalog, want: str, target: str, mode: int | None,
     """Copy the object to a temp file beside `target`, hashing as it goes, and rename
     it into place only when the hash is `want`; nothing is left behind otherwise."""
     leaf = os.path.basename(target)
-    dir_fd = places.folder(target)
+    dir_fd, owner = places.folder(target)
     # ends in .tmp: the agent takes it for a tool's temp file, not an asset
     tmp = f".{leaf}.{uuid.uuid4().hex[:12]}.onlooker-restore.tmp"
     fd = -1
@@ -471,7 +528,7 @@ def _write(catalog: Catalog, want: str, target: str, mode: int | None,
         if got != want:
             raise _Damaged(f"the stored object is damaged (its bytes hash to {got[:19]}…, not"
                            " the recorded hash); nothing was written")
-        places.give(fd, dir_fd, old, target)  # before the mode: a chown clears setuid bits
+        places.give(fd, dir_fd, old, owner)  # before the mode: a chown clears setuid bits
         if mode is not None:
             os.fchmod(fd, mode)
         os.close(fd)

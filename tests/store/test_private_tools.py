@@ -225,6 +225,98 @@ def test_root_follows_no_link_in_another_users_tree(project, tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.fixture
+def home(tmp_path):
+    """A user's folder outside the project, in folders of root's (tmp_path's)."""
+    p = tmp_path / "home" / "ana"
+    p.mkdir(parents=True)
+    os.chown(p, UID, GID)
+    return p
+
+
+@root_only
+def test_root_follows_no_link_in_a_users_folder_outside_the_project(project, home,
+                                                                   tmp_path):
+    roots = tmp_path / "etc"
+    roots.mkdir()
+    data = home / "data"
+    data.mkdir()
+    os.chown(data, UID, GID)
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {f"{data}/cron.txt": b"* * * * * evil\n",
+                             f"{home}/fine.txt": b"ok"})
+        data.rmdir()
+        data.symlink_to(roots)  # what ana can do in her folder
+        os.lchown(data, UID, GID)
+        report = cat.restore(run)
+    byname = {f["path"]: f for f in report["files"]}
+    assert byname[f"{data}/cron.txt"]["status"] == "refused"
+    assert byname[f"{data}/cron.txt"]["reason"].startswith(
+        f"{data} is a symbolic link, which a restore by root")
+    assert list(roots.iterdir()) == []
+    assert byname[f"{home}/fine.txt"]["status"] == "restored"
+    assert whose(home / "fine.txt") == (UID, GID)
+
+
+@root_only
+def test_root_restores_outside_the_project_as_the_folders_owner(project, home, tmp_path):
+    os.chmod(home, 0o2775)  # a setgid folder's group is handed down
+    os.chown(home, UID, 4242)
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {f"{home}/new/deep/x.csv": b"a,b\n",
+                             f"{tmp_path}/made/r.txt": b"r"})
+        assert cat.restore(run)["ok"]
+    assert (home / "new/deep/x.csv").read_bytes() == b"a,b\n"
+    for p in ("new", "new/deep", "new/deep/x.csv"):
+        assert whose(home / p) == (UID, 4242), p
+    # in root's folders, what root makes stays root's
+    assert whose(tmp_path / "made") == whose(tmp_path / "made/r.txt") == (0, 0)
+
+
+@root_only
+def test_root_follows_roots_own_links_outside_the_project(project, tmp_path):
+    srv = tmp_path / "srv"
+    (srv / "ana").mkdir(parents=True)
+    os.chown(srv / "ana", UID, GID)
+    (tmp_path / "run").symlink_to("srv")  # root's, relative: like /var/run -> /run
+    (tmp_path / "abs").symlink_to(srv / "ana")  # root's, absolute, into ana's folder
+    (tmp_path / "theirs").symlink_to(srv)  # a user's link in root's folder (/tmp)
+    os.lchown(tmp_path / "theirs", UID, GID)
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {f"{tmp_path}/run/ana/m/out.bin": b"m",
+                             f"{tmp_path}/abs/n.txt": b"n",
+                             f"{tmp_path}/theirs/ana/t.txt": b"t"})
+        report = cat.restore(run)
+    byname = {f["path"]: f for f in report["files"]}
+    assert byname[f"{tmp_path}/run/ana/m/out.bin"]["status"] == "restored"
+    assert (srv / "ana/m/out.bin").read_bytes() == b"m"
+    assert whose(srv / "ana/m") == whose(srv / "ana/m/out.bin") == (UID, GID)
+    assert byname[f"{tmp_path}/abs/n.txt"]["status"] == "restored"
+    assert whose(srv / "ana/n.txt") == (UID, GID)
+    assert byname[f"{tmp_path}/theirs/ana/t.txt"]["status"] == "refused"
+    assert byname[f"{tmp_path}/theirs/ana/t.txt"]["reason"].startswith(
+        f"{tmp_path}/theirs is a symbolic link")
+    assert not (srv / "ana/t.txt").exists()
+
+
+@root_only
+def test_root_replaces_a_link_outside_the_project_never_what_it_points_at(project, home,
+                                                                         tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root's")
+    link = home / "x.csv"
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {str(link): b"a,b\n"})
+        link.symlink_to(secret)
+        os.lchown(link, UID, GID)
+        first = cat.restore(run)
+        assert first["files"][0]["status"] == "refused", first
+        assert cat.restore(run, force=True)["ok"]
+    assert secret.read_bytes() == b"root's" and whose(secret) == (0, 0)
+    assert not link.is_symlink() and link.read_bytes() == b"a,b\n"
+    assert whose(link) == (UID, GID)
+
+
 def test_the_owner_still_follows_links_in_their_own_tree(tmp_path):
     big = tmp_path / "big"
     big.mkdir()
