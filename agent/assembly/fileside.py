@@ -441,7 +441,13 @@ class FileSide:
     def _want_hash(self, path: str, waiter: Waiter, *, delay: float,
                    settled: bool = False) -> None:
         waiter.asked = self.clock.now()
-        self.waiters.setdefault(path, []).append(waiter)
+        held = self.waiters.get(path)
+        if held is None:
+            self.waiters[path] = waiter
+        elif type(held) is list:
+            held.append(waiter)
+        else:
+            self.waiters[path] = [held, waiter]
         self.hasher.request(path, copy=not kinds.holds_secrets(path), prio=PRIO_RUN,
                             delay=delay, settled=settled)
 
@@ -523,10 +529,17 @@ class FileSide:
         for run in dict.fromkeys(runs_reading):
             self._link_read(run, ev, rel, vid, kind, meta=meta_r)
 
+    def waiting_on(self, path: str, *, pop: bool = False) -> list[Waiter]:
+        """Who waits for the hash of `path` (taken off with `pop`)."""
+        held = self.waiters.pop(path, None) if pop else self.waiters.get(path)
+        if held is None:
+            return []
+        return list(held) if type(held) is list else [held]
+
     def _waiters_for(self, ev: HashDone) -> list[Waiter] | None:
         """Who this result is for; None when only those who asked for a newer content
         waited (the next result is theirs)."""
-        waiters = self.waiters.pop(ev.path, [])
+        waiters = self.waiting_on(ev.path, pop=True)
         if ev.began is not None:
             # Asked after the hasher began on this file (a rewrite closed meanwhile):
             # the next result, of the newer content, is theirs.

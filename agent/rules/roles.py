@@ -32,7 +32,7 @@ import pathspec
 Role = Literal["meta", "asset"]
 META: Role = "meta"
 ASSET: Role = "asset"
-_CACHE_MAX = 100_000  # answers remembered per rule set; cleared when full
+_CACHE_MAX = 100_000  # answers remembered per rule set and side; cleared when full
 
 
 class Rule(NamedTuple):
@@ -240,7 +240,9 @@ class RoleRules:
                 if r.on in ("any", "write" if written else "read") and (inside or not r.inside))
             for written in (False, True) for inside in (False, True)
         }
-        self._cache: dict[tuple[str, bool], Role] = {}
+        # keyed by the caller's own string, one dict per side (read, written): no key
+        # tuple (56 bytes a path, 5.6 MB in a 100,000-file burst)
+        self._cache: tuple[dict[str, Role], dict[str, Role]] = ({}, {})
 
     @classmethod
     def from_config(cls, cfg: Any) -> RoleRules:
@@ -249,13 +251,13 @@ class RoleRules:
         return cls(meta=section.get("meta", ()), asset=section.get("asset", ()))
 
     def role(self, rel: str, written: bool) -> Role:
-        key = (rel, written)
-        found = self._cache.get(key)
+        cache = self._cache[written]
+        found = cache.get(rel)
         if found is None:
             found = self._decide(rel, written, why=False)[0]
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[key] = found
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[rel] = found
         return found
 
     def explain(self, rel: str, written: bool) -> tuple[Role, str]:

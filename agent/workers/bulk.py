@@ -36,8 +36,7 @@ _HURRY_WAIT = 2.0  # once stopping, a batch the starved process holds longer is 
 class BulkProcess:
     """The agent's handle on its bulk process (one socket per lane)."""
 
-    def __init__(self, proc: subprocess.Popen, conns: list[Connection],
-                 cache_rows: list[tuple]) -> None:
+    def __init__(self, proc: subprocess.Popen, conns: list[Connection]) -> None:
         self._proc = proc
         self._conns = conns
         self.pid = proc.pid
@@ -46,14 +45,14 @@ class BulkProcess:
         self._failed: str | None = None
         self.hurried = False
         self._closed = False
-        # The hand-shake (and the stat cache, which can be 100,000 rows) happens off
-        # the caller's thread: the agent's start does not wait for Python to start.
-        threading.Thread(target=self._handshake, args=(cache_rows,),
-                         name="onlooker-bulk-start", daemon=True).start()
+        # The hand-shake happens off the caller's thread: the agent's start does not
+        # wait for Python to start.
+        threading.Thread(target=self._handshake, name="onlooker-bulk-start",
+                         daemon=True).start()
 
     @classmethod
     def spawn(cls, *, lanes: int, objects_root: Path, quiet: float, copy_max: int,
-              door: Path | None, cache_rows: list[tuple]) -> BulkProcess:
+              door: Path | None) -> BulkProcess:
         ours: list[Connection] = []
         theirs: list[int] = []
         for _ in range(lanes):
@@ -76,11 +75,11 @@ class BulkProcess:
         finally:
             for fd in theirs:
                 os.close(fd)
-        return cls(proc, ours, cache_rows)
+        return cls(proc, ours)
 
-    def _handshake(self, rows: list[tuple]) -> None:
+    def _handshake(self) -> None:
         try:
-            self._conns[0].send(("init", rows))
+            self._conns[0].send(("init", None))
             # No time limit: at idle priority beside a busy run it may start only when
             # the run is done, and that is as meant (the jobs wait, nothing is lost).
             while not self._conns[0].poll(0.5):
@@ -139,7 +138,7 @@ class BulkProcess:
             self._proc.wait(timeout=5)
 
 
-def _serve(conn: Connection, door, objects, cache, quiet: float, copy_max: int) -> None:
+def _serve(conn: Connection, door, objects, quiet: float, copy_max: int) -> None:
     from onlooker.agent.workers.hasher import hash_batch
 
     while True:
@@ -148,7 +147,8 @@ def _serve(conn: Connection, door, objects, cache, quiet: float, copy_max: int) 
         except (EOFError, OSError):
             return  # the agent closed the socket or died
         # probe_only: a lease held by a starved process would make a run's writer wait.
-        outcomes = hash_batch(specs, door, objects=objects, cache=cache, quiet=quiet,
+        # No stat cache here: each job carries the agent's entry for its file (a hint).
+        outcomes = hash_batch(specs, door, objects=objects, cache=None, quiet=quiet,
                               copy_max=copy_max, probe_only=True)
         try:
             conn.send(outcomes)
@@ -168,25 +168,26 @@ def main(argv: list[str] | None = None) -> int:
     # First of all, before the imports and before any thread exists: even this
     # process's start must not compete with a run, and every thread inherits it.
     prio = priority.lower_this_thread()
-    from onlooker.agent.workers.hasher import SideDoor, StatCache
+    if os.environ.get("ONLOOKER_TRACEMALLOC"):  # the agent's developer hook, here too
+        from onlooker.agent.daemon import _memory_hook
+
+        _memory_hook(os.environ["ONLOOKER_TRACEMALLOC"] + ".bulk")
+    from onlooker.agent.workers.hasher import SideDoor
     from onlooker.store import private
     from onlooker.store.objects import ObjectStore
 
     private.set_reader_state(cfg.get("reader"))
     conns = [Connection(fd) for fd in cfg["fds"]]
     try:
-        kind, rows = conns[0].recv()
+        conns[0].recv()  # ("init", None): the agent is there
     except (EOFError, OSError):
         return 0
-    cache = StatCache()
-    cache.load(rows)
-    del rows
     conns[0].send(("ready", prio))
     objects = ObjectStore(Path(cfg["objects"]))
     door = (SideDoor(Path(cfg["door"]), fallback=None, clean=False)
             if cfg.get("door") else None)
     threads = [threading.Thread(target=_serve, name=f"onlooker-bulk-{i}", daemon=True,
-                                args=(c, door, objects, cache, float(cfg["quiet"]),
+                                args=(c, door, objects, float(cfg["quiet"]),
                                       int(cfg["copy_max"])))
                for i, c in enumerate(conns)]
     for th in threads:

@@ -81,10 +81,11 @@ def _pack(size: int, mtime_ns: int, h: str) -> bytes | tuple[int, int, str]:
 class StatCache:
     """(dev, ino) -> (size, mtime_ns, hash): an unchanged file is never read twice.
 
-    Both the agent and its bulk process hold one entry per file they have hashed, so
-    an entry is kept small: an int key and 48 bytes (about 170 bytes in all, against
-    about 290-410 as two tuples and the hash's text); 100,000 files written in a burst
-    cost about 17 MB in each process instead of 30-42."""
+    The agent holds one entry per file hashed (its bulk process none: each job it
+    sends there carries the entry for that file as a hint), so an entry is kept
+    small: an int key and 48 bytes (about 170 bytes in all, against about 290-410 as
+    two tuples and the hash's text); 100,000 files written in a burst cost about
+    17 MB instead of 30-42."""
 
     def __init__(self) -> None:
         self._map: dict[int, bytes | tuple[int, int, str]] = {}
@@ -108,6 +109,16 @@ class StatCache:
         if hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2]
         return None
+
+    def hint(self, path: str) -> tuple[int, int, int, int, str] | None:
+        """(dev, ino, size, mtime_ns, hash) of `path` as it is now, where its entry
+        still holds (a job's hint for the bulk process, which keeps no cache)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        h = self.get(st)
+        return None if h is None else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, h)
 
     def put(self, dev: int, ino: int, size: int, mtime_ns: int, h: str) -> None:
         value = _pack(size, mtime_ns, h)
@@ -266,10 +277,20 @@ def _hash_probing(path: str, *, objects: ObjectStore, keep: bool, copy_max: int,
                               before.st_dev, before.st_ino, data[:hashing.HEAD_BYTES], keep)
 
 
+def _hinted(hint: tuple[int, int, int, int, str] | None, st: os.stat_result) -> str | None:
+    if hint is None or hint[:4] != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+        return None
+    return hint[4]
+
+
 def hash_job(path: str, copy: bool, settled: bool, tries: int, writers_ok: bool,
-             door: SideDoor | None, *, objects: ObjectStore, cache: StatCache,
-             quiet: float, copy_max: int, probe_only: bool = False) -> tuple:
-    """Hash (and store) one file, never a torn hash; the outcome tuple above.
+             door: SideDoor | None, *, objects: ObjectStore, cache: StatCache | None,
+             quiet: float, copy_max: int, probe_only: bool = False,
+             hint: tuple[int, int, int, int, str] | None = None) -> tuple:
+    """Hash (and store) one file, never a torn hash; the outcome tuple above. What
+    says the file is unchanged since it was last hashed: `cache`, or without one (the
+    bulk process) the agent's entry for it sent with the job (`hint`), taken as a
+    cache hit only when the file's own lstat here matches it.
 
     The stat pair around the read (`store.hashing.hash_file`) stays the rule however
     late this runs: a file that changed since it was asked for, or while it is read,
@@ -289,7 +310,7 @@ def hash_job(path: str, copy: bool, settled: bool, tries: int, writers_ok: bool,
     age = time.time() - st.st_mtime_ns / 1e9
     if not settled and age < quiet and tries < _RETRY_LIMIT:
         return (RETRY, quiet - max(age, 0.0) + 0.01, st.st_size)
-    cached = cache.get(st)
+    cached = cache.get(st) if cache is not None else _hinted(hint, st)
     keep = copy and (st.st_size <= copy_max)
     if cached is not None and (not keep or objects.has(cached)):
         return (DONE, _done(path, cached, began=began, size=st.st_size,
@@ -341,13 +362,14 @@ def hash_job(path: str, copy: bool, settled: bool, tries: int, writers_ok: bool,
     except (StoreError, OSError) as err:
         log.warning("cannot hash %s: %s", path, err)
         return (DONE, _done(path, None, error=str(err)), False)
-    cache.put(res.dev, res.ino, res.size, res.mtime_ns, res.hash)
+    if cache is not None:
+        cache.put(res.dev, res.ino, res.size, res.mtime_ns, res.hash)
     return (DONE, _done(path, res.hash, began=began, size=res.size, mtime_ns=res.mtime_ns,
                         dev=res.dev, ino=res.ino, stored=res.stored, head=res.head), True)
 
 
 def hash_batch(specs: list[tuple], door: SideDoor | None, *, objects: ObjectStore,
-               cache: StatCache, quiet: float, copy_max: int,
+               cache: StatCache | None, quiet: float, copy_max: int,
                probe_only: bool = False) -> list[tuple]:
     """hash_job over one batch inside one ObjectStore batch: small objects share one
     sync (and a pack), and they are readable once it closes, so the outcomes are
@@ -355,12 +377,13 @@ def hash_batch(specs: list[tuple], door: SideDoor | None, *, objects: ObjectStor
     outcomes: list[tuple] = []
     try:
         with objects.batch():
-            for path, copy, settled, tries, writers_ok, use_door in specs:
+            for path, copy, settled, tries, writers_ok, use_door, *hint in specs:
                 try:
                     outcomes.append(hash_job(path, copy, settled, tries, writers_ok,
                                              door if use_door else None, objects=objects,
                                              cache=cache, quiet=quiet, copy_max=copy_max,
-                                             probe_only=probe_only))
+                                             probe_only=probe_only,
+                                             hint=hint[0] if hint else None))
                 except Exception:  # never let one file kill a worker
                     log.exception("hashing %s failed", path)
                     outcomes.append((DONE, _done(path, None, error="internal error"), False))
@@ -438,8 +461,7 @@ class Hasher:
                 self._bulk = BulkProcess.spawn(
                     lanes=self._n_threads, objects_root=self._objects.root,
                     quiet=self._quiet, copy_max=self._copy_max,
-                    door=self._side_door.folder if self._side_door is not None else None,
-                    cache_rows=self._cache.rows())
+                    door=self._side_door.folder if self._side_door is not None else None)
             except Exception as err:  # hash in-process rather than not at all
                 log.warning("cannot start the bulk process (%s): hashing at normal "
                             "priority in the agent", err)
@@ -575,8 +597,9 @@ class Hasher:
                   j.door) for j in jobs]
         bulk = self._bulk
         if bulk is not None and not hurry:
+            hint = self._cache.hint
             try:
-                return bulk.run(lane, specs)
+                return bulk.run(lane, [(*spec, hint(spec[0])) for spec in specs])
             except Exception as err:
                 if not self._stop:
                     log.warning("the bulk process failed (%s): hashing in the agent", err)

@@ -1003,7 +1003,7 @@ def test_back_to_back_runs_renaming_the_same_temp_name(project):
             asm.handle(HashDone(T0 + 3, path, None, error="vanished"))
     for rid in (1, 2, 3):
         assert cat.io(rid, "output") == {} or set(cat.io(rid, "output")) == {"old/m.pkl"}
-    waiting = [w.run.db_id for w in asm.waiters.get(f"{p}/old/m.pkl", []) if w.run]
+    waiting = [w.run.db_id for w in asm.waiting_on(f"{p}/old/m.pkl") if w.run]
     assert sorted(set(waiting)) == [1, 2, 3]
 
 

@@ -104,6 +104,28 @@ def test_the_hashing_runs_in_a_separate_process_at_idle_priority(hasher):
     assert h.files_hashed == len(files)
 
 
+def test_the_bulk_process_reads_an_unchanged_file_once_by_the_agents_hint(hasher):
+    # The bulk process keeps no stat cache of its own (it was one more entry a file, in
+    # a second process): each job carries the agent's entry for that file, and the
+    # bulk process trusts it only when its own lstat of the file agrees.
+    tmp, q, _, h = hasher
+    h.start()
+    same, changed = _old_files(tmp, 2, size=500)
+    for f in (same, changed):
+        h.request(f, copy=True)
+    first = collect(q, 2)
+    assert h.bulk_pid is not None and h.files_hashed == 2
+    old = os.lstat(changed).st_mtime - 5
+    Path(changed).write_bytes(b"x" * 500)  # same size, other bytes and mtime
+    os.utime(changed, (old, old))
+    for f in (same, changed):
+        h.request(f, copy=True)
+    again = collect(q, 2)
+    assert h.files_hashed == 3  # only the changed one was read again
+    assert again[same].hash == first[same].hash
+    assert again[changed].hash == hash_file(changed).hash != first[changed].hash
+
+
 def test_the_backlog_counts_files_and_the_bytes_known(hasher):
     tmp, q, _, h = hasher
     files = _old_files(tmp, 20, size=1000)

@@ -230,11 +230,12 @@ def test_a_burst_of_100000_files_in_100_folders_loses_nothing(tmp_path, tier):
            caught_up_s=round(caught_up, 1),
            peak_rss_mb={k: round(v, 1) for k, v in peak.items()},
            peak_rss_sum_mb=round(sum(peak.values()), 1))
-    # The agent is its process (peak RSS under 200 MB) and its bulk process, which reads
-    # and hashes at idle priority (well under: 100 MB); docs/reliability.md gives both
-    # and their sum.
-    assert peak["agent"] < 200, peak
-    assert all(v < 100 for k, v in peak.items() if k != "agent"), peak
+    # The agent is its process and its bulk process, which reads and hashes at idle
+    # priority and keeps no per-file state but the packs' compact index (about 36-40 MB
+    # here; 70 when it held a stat cache and a dict of every packed object). Together
+    # under 200 MB (190-195 measured: docs/reliability.md).
+    assert sum(peak.values()) < 200, peak
+    assert all(v < 60 for k, v in peak.items() if k != "agent"), peak
 
 
 # -- the object store's disk fills up ------------------------------------------------------
