@@ -78,8 +78,8 @@ class _Index:
         return out
 
 
-# A merged run of keys is re-sorted once this many have come since: a pack of each
-# batch goes in at once, and the sort stays rare.
+# New packs' keys wait in a dict until this many have come, then go into the sorted
+# arrays in one merge: a batch's pack is added whole, and merges stay rare.
 _MERGE_AT = 16384
 
 
@@ -140,7 +140,6 @@ class _Locator:
             i += 1
         loc = more.get(digest) if more else None
         return None if loc is None else _at(slots, loc, digest)
-
 
     def get_many(self, hexdigests: list[str]) -> list[tuple[str, int, int] | None]:
         """get() of many hex digests, its steps inlined (export asks for 20,000 at once)."""
