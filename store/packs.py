@@ -34,7 +34,7 @@ _REFRESH_S = 1.0
 
 
 class _Index:
-    """One loaded .idx file: binary search over its sorted digests."""
+    """One loaded .idx file: its sorted digests, then (offset, size) of each."""
 
     __slots__ = ("name", "data", "count", "_entries_at")
 
@@ -50,18 +50,6 @@ class _Index:
     def digest(self, i: int) -> bytes:
         at = _HEADER.size + i * _DIGEST
         return self.data[at : at + _DIGEST]
-
-    def find(self, digest: bytes) -> tuple[int, int] | None:
-        lo, hi = 0, self.count
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.digest(mid) < digest:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < self.count and self.digest(lo) == digest:
-            return _ENTRY.unpack_from(self.data, self._entries_at + lo * _ENTRY.size)
-        return None
 
     def entries(self) -> Iterator[tuple[bytes, int, int]]:
         for i in range(self.count):
@@ -142,31 +130,8 @@ class _Locator:
         return None if loc is None else _at(slots, loc, digest)
 
     def get_many(self, hexdigests: list[str]) -> list[tuple[str, int, int] | None]:
-        """get() of many hex digests, its steps inlined (export asks for 20,000 at once)."""
-        slots, keys, locs, recent, more = self.state
-        n, from_hex, from_bytes, entry = len(keys), bytes.fromhex, int.from_bytes, _ENTRY
-        out: list[tuple[str, int, int] | None] = []
-        for h in hexdigests:
-            digest = from_hex(h)
-            key = from_bytes(digest[:8], "big")
-            loc = recent.get(key) if recent else None
-            if loc is None or slots[loc >> 32].digest(loc & 0xFFFFFFFF) != digest:
-                loc = None
-                i = bisect_left(keys, key)
-                while i < n and keys[i] == key:
-                    if slots[locs[i] >> 32].digest(locs[i] & 0xFFFFFFFF) == digest:
-                        loc = locs[i]
-                        break
-                    i += 1
-                if loc is None and more:
-                    loc = more.get(digest)
-            if loc is None:
-                out.append(None)
-                continue
-            index, pos = slots[loc >> 32], loc & 0xFFFFFFFF
-            out.append((index.name, *entry.unpack_from(index.data,
-                                                       index._entries_at + pos * 16)))
-        return out
+        get, from_hex = self.get, bytes.fromhex
+        return [get(from_hex(h)) for h in hexdigests]
 
 
 def _at(slots: list[_Index], loc: int, digest: bytes) -> tuple[str, int, int] | None:

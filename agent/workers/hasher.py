@@ -131,19 +131,6 @@ class StatCache:
         with self._lock:
             self._map.update(values)
 
-    def rows(self) -> list[tuple[int, int, int, int, str]]:
-        with self._lock:
-            items = list(self._map.items())
-        out = []
-        for key, v in items:
-            dev, ino = key >> 64, key & 0xFFFFFFFFFFFFFFFF
-            if type(v) is bytes:
-                size, mtime_ns = _STAT.unpack_from(v)
-                out.append((dev, ino, size, mtime_ns, _B3 + v[16:].hex()))
-            else:
-                out.append((dev, ino, *v))
-        return out
-
     def __len__(self) -> int:
         return len(self._map)
 
