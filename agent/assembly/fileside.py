@@ -214,6 +214,7 @@ class FileSide:
                  if attribution.named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
         if len(named) < 2 or len(named) != len(cands):
             return False
+        self._spend_own_sighting(ev, path, named)
         for r in named:
             self._record(r, path, write=False, step=_step_at(r.steps, ev.t), closed=True,
                          seen=ev.t, basis="argv")
@@ -345,6 +346,7 @@ class FileSide:
             return None, None, None
         if len(cands) == 1:
             run = cands[0]
+            self._spend_own_sighting(ev, path, [run])
             return run, _step_at(run.steps, ev.t) or run.root_step, "window"
         holders = {p.run.db_id: p for pid in self.fd_seen.get(ev.path, {})
                    if (p := self.procs.get(pid)) is not None and p.run is not None}
@@ -386,6 +388,15 @@ class FileSide:
                     readers.setdefault(p.run.db_id, p)
         return attribution.Evidence(ev.t, path, holders, write=write, readers=readers,
                                     read_by=read_by)
+
+    def _spend_own_sighting(self, ev: FileEvent, path: str, runs: list[Run]) -> None:
+        """A close put down to runs without fd evidence (the only candidate, or all of
+        them) is still the close of a reader they were seen holding open: that sighting
+        is spent too. Left, it would explain a later run's close of the same file as
+        theirs (a sequential pipeline's second read of params.yaml, given to the stage
+        before it whose end polling saw late)."""
+        if ev.op == CLOSE_NOWRITE and ev.path in self.fd_reads:
+            self._spend_read(ev.path, self._fd_evidence(ev, path, {}), runs)
 
     def _spend_read(self, key: str, evidence: attribution.Evidence, runs: list[Run]) -> None:
         """A close put down to a sighting of a reader: that sighting explains no other."""

@@ -226,6 +226,28 @@ def test_a_read_sighting_after_the_close_does_not_explain_it(project):
     assert cat.basis[next(k for k in cat.links if k[0] == 2)] == "ambiguous"
 
 
+def test_a_sighting_of_the_only_candidate_is_spent_by_its_close(project):
+    # prepare, then train, each reading params.yaml. fd sampling caught prepare holding
+    # it; that close had one candidate. Polling saw prepare's end late and last saw
+    # train alive just before its own read: the unspent sighting must not give train's
+    # read to prepare (which already has the file, so train's would vanish).
+    asm, cat, hasher = make(project)
+    p = str(project)
+    params = f"{p}/params.yaml"
+    exec_(asm, 10, ["python", "src/prepare.py"], project, T0)
+    asm.handle(FdSeen(T0 + 0.05, 10, params, False))
+    asm.handle(FileEvent(T0 + 0.06, CLOSE_NOWRITE, params))
+    exec_(asm, 20, ["python", "src/train.py"], project, T0 + 0.28)
+    asm.handle(ProcExit(T0 + 0.30, 10, after=T0 + 0.25))
+    asm.handle(FileEvent(T0 + 0.45, CLOSE_NOWRITE, params))
+    asm.handle(ProcExit(T0 + 0.50, 20, after=T0 + 0.44))
+    asm.tick(T0 + 2)
+    finish_hashes(asm, hasher, T0 + 2)
+    asm.tick(T0 + 3)
+    assert set(cat.io(1, "input")) == set(cat.io(2, "input")) == {"params.yaml"}
+    assert {b for (r, v, ro, s), b in cat.basis.items() if ro == "input"} == {"window"}
+
+
 def test_a_folder_two_sequential_runs_name_is_read_by_the_later_only(project):
     # train then evaluate, both given data/features: polling saw train's end late, so
     # evaluate's read falls in train's window; it is still evaluate's alone.
