@@ -206,12 +206,15 @@ class FileSide:
     def _read_by_all_named(self, ev: FileEvent, path: str) -> bool:
         """Runs surely alive at once that all name this file in their argv (the same
         script run twice) each read it: no need to tell them apart. (Only surely: in a
-        sequential pipeline the one that ended is settled by the attribution rules.)"""
+        sequential pipeline the one that ended is settled by the attribution rules.) A
+        candidate that may have ended already counts when it has read the file before:
+        giving it the close again adds nothing, and the run just started that read its
+        own script keeps it as `argv`, not as a guess shared with the one ending."""
         if ev.pid is not None or self.pids_known:
             return False
         cands = self._pidless_candidates(ev.t, ev.since)
-        named = [r for r in cands
-                 if attribution.named(path, r.argv_paths) and r.surely_alive_at(ev.t)]
+        named = [r for r in cands if attribution.named(path, r.argv_paths)
+                 and (r.surely_alive_at(ev.t) or _has_read(r, path))]
         if len(named) < 2 or len(named) != len(cands):
             return False
         self._spend_own_sighting(ev, path, named)
@@ -766,6 +769,11 @@ class FileSide:
             for k, v in found.items():
                 run.params[k] = (v, rel)
             self.catalog.set_params(run.db_id, run.params)
+
+
+def _has_read(run: Run, path: str) -> bool:
+    use = run.files.get(path)
+    return use is not None and "read" in use.steps.values()
 
 
 def _step_at(steps: list[Step], t: float) -> Step | None:

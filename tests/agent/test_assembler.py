@@ -170,6 +170,28 @@ def test_a_script_two_concurrent_runs_name_is_code_of_both(project):
     assert {b for (r, v, ro, s), b in cat.basis.items() if ro == "input"} == {"ambiguous"}
 
 
+def test_a_script_read_as_the_run_before_it_ends_is_the_new_runs_own(project):
+    # A sweep's runs start a moment apart: run 2 reads its script while run 1, which
+    # read the same script, is ending. The close is run 2's (or a re-read of run 1's):
+    # either way run 2 surely read its script, not as a guess shared with run 1.
+    asm, cat, hasher = make(project)
+    p = str(project)
+    script = f"{p}/src/train.py"
+    exec_(asm, 10, ["python", "src/train.py", "--seed", "1"], project, T0)
+    asm.handle(FileEvent(T0 + 0.002, CLOSE_NOWRITE, script))
+    exec_(asm, 20, ["python", "src/train.py", "--seed", "2"], project, T0 + 0.05,
+          script_open=False)
+    asm.handle(ProcExit(T0 + 0.10, 10, exit_code=0))
+    asm.handle(FileEvent(T0 + 0.15, OPEN, script))
+    asm.handle(FileEvent(T0 + 0.16, CLOSE_NOWRITE, script))
+    asm.tick(T0 + 2)
+    finish_hashes(asm, hasher, T0 + 2)
+    asm.tick(T0 + 3)
+    assert set(cat.io(1, "code")) == set(cat.io(2, "code")) == {"src/train.py"}
+    assert cat.basis[next(k for k in cat.links if k[0] == 2)] == "argv"
+    assert asm.stats.unattributed == 0
+
+
 def test_a_shared_read_goes_to_the_readers_seen_and_a_close_none_explains_to_all(project):
     # A sweep of three reads one data file, named by none. fd sampling saw run 1 and run
     # 2 holding it (each sighting explains one close); a third close is unexplained: it

@@ -112,6 +112,7 @@ def score(runs: list[dict], n: int, data_named: bool = False) -> dict[str, objec
             wrong.append(f"run {i} recorded twice")
         by_index[i] = r
     right = ambiguous = total = 0
+    guessed: list[str] = []  # the true entries left `ambiguous`, to say which they were
     # who truly touched each file, for judging `ambiguous` entries
     owners: dict[str, set[int]] = {}
     for i in range(n):
@@ -136,6 +137,7 @@ def score(runs: list[dict], n: int, data_named: bool = False) -> dict[str, objec
                     wrong.append(f"run {i}: {role} {path} has no basis")
                 elif entry["basis"] == "ambiguous":
                     ambiguous += 1
+                    guessed.append(f"run {i}: {role} {path}")
                 else:
                     right += 1
             for path, entry in sorted(got.items()):
@@ -163,7 +165,7 @@ def score(runs: list[dict], n: int, data_named: bool = False) -> dict[str, objec
     for r in by_index.values():
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     return {"runs": n, "attributions": total, "right": right, "ambiguous": ambiguous,
-            "wrong": wrong, "statuses": statuses}
+            "wrong": wrong, "statuses": statuses, "guessed": guessed}
 
 
 def _report(case: str, figures: dict[str, object], tiers: tuple[str, str]) -> None:
@@ -248,7 +250,8 @@ def _check(who: str, name: str, runs: list[dict], tiers: tuple[str, str]) -> dic
     # at once and named by none, can stay undecided (each reader has it, `ambiguous`).
     undecidable = case["n"] if case["together"] and not case["data_named"] \
         and not case.get("decided") else 0
-    assert figures["right"] >= figures["attributions"] - undecidable, figures
+    assert figures["right"] >= figures["attributions"] - undecidable, \
+        json.dumps(figures, indent=1)
     # Exit statuses: netlink gives each; polling sees each end, and the status only of a
     # process it catches as a zombie (`ended` otherwise, the agent's log says why).
     statuses = figures["statuses"]
