@@ -329,6 +329,7 @@ class Agent:
         self.telemetry.start()
         scanner = threading.Thread(target=self._scan_loop, name="onlooker-scan", daemon=True)
         scanner.start()
+        _name_threads()
         self.state = "watching"
         self._write_status()
         log.info("watching %s (process tier %s, files tier %s)", self.project,
@@ -490,8 +491,18 @@ class Agent:
                 self.assembler.files_caught_up = max(self.assembler.files_caught_up, caught_up)
                 self.assembler.procs_caught_up = procs_caught_up
             self.assembler.tick(clock.now())
+        idle = not self._trees
         self._watched = frozenset(self.assembler.watched_pids())
         self._trees = {r.db_id: frozenset(r.members) for r in self.assembler.open_runs()}
+        if idle and self._trees:
+            self._nudge()
+
+    def _nudge(self) -> None:
+        """A run is open: the samplers that sleep while none is look now."""
+        self.telemetry.nudge()
+        for src in self.sources:
+            if isinstance(src, FdSampler):
+                src.nudge()
 
     def _launcher_records(self, *, final: bool = False) -> None:
         """Apply what `onlooker run` left: the exact exit status and the kept output.
@@ -663,6 +674,21 @@ def _memory_hook(out: str) -> None:
                         f"{frame0.filename}:{frame0.lineno}\n")
 
     signal.signal(signal.SIGUSR2, dump)
+
+
+def _name_threads() -> None:
+    """Give the agent's threads their names in the kernel too, so that `top -H`, `ps -L`
+    and /proc/<pid>/task/*/comm tell the poller from the hasher (Python 3.11 names them
+    for itself only). Best effort: 15 bytes at most, the `onlooker-` prefix dropped."""
+    for th in threading.enumerate():
+        if th is threading.main_thread() or th.native_id is None:
+            continue
+        name = th.name.removeprefix("onlooker-")[:15]
+        try:
+            with open(f"/proc/self/task/{th.native_id}/comm", "w") as f:
+                f.write(name)
+        except OSError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,6 +157,28 @@ class Project:
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
         return total
 
+    def threads_cpu(self) -> dict[str, float]:
+        """CPU seconds so far per thread of the agent (by the names the agent gives
+        them in the kernel; `main` is the event path) and of its bulk process, from
+        schedstat (nanoseconds) where the kernel has it, else utime + stime."""
+        out: dict[str, float] = {}
+        for pid, label in ((self.pid, ""), (self.bulk_pid(), "bulk:")):
+            if pid is None:
+                continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                base = f"/proc/{pid}/task/{tid}"
+                try:
+                    name = "main" if int(tid) == pid else open(f"{base}/comm").read().strip()
+                    try:
+                        cpu = int(open(f"{base}/schedstat").read().split()[0]) / 1e9
+                    except (OSError, IndexError, ValueError):
+                        fields = open(f"{base}/stat").read().rsplit(")", 1)[1].split()
+                        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+                except OSError:
+                    continue  # the thread ended meanwhile
+                out[label + name] = out.get(label + name, 0.0) + cpu
+        return out
+
     def bulk_pid(self) -> int | None:
         """The agent's bulk process (hashing at idle priority), where it has one."""
         pid = (self.status().get("bulk") or {}).get("pid")
@@ -210,13 +232,16 @@ def bench_idle(base: Path, tier: str, files: int, folders: int, seconds: float) 
         p.init()
         p.start()
         p.wait_settled()
-        c0, t0 = p.cpu_seconds(), time.monotonic()
+        c0, th0, t0 = p.cpu_seconds(), p.threads_cpu(), time.monotonic()
         time.sleep(seconds)  # the measured window: nothing happens in the project
-        c1, t1 = p.cpu_seconds(), time.monotonic()
+        c1, th1, t1 = p.cpu_seconds(), p.threads_cpu(), time.monotonic()
         st = p.status()
         share = (c1 - c0) / (t1 - t0)
         note("idle", tier, f"{share:.2%} of a core over {t1 - t0:.0f} s ({files} files, "
              f"{folders} folders, {st['counts']['watches']} watches)", "< 1%")
+        parts = sorted(((th1[k] - th0.get(k, 0.0)) / (t1 - t0), k) for k in th1)
+        print("    by thread: " + ", ".join(f"{k} {v:.3%}" for v, k in reversed(parts)
+                                            if v >= 0.00005), flush=True)
     finally:
         p.cleanup()
 

@@ -19,7 +19,7 @@ from onlooker.agent import clock
 from onlooker.agent.errors import AgentError
 from onlooker.agent.events import CLOSE_NOWRITE, CLOSE_WRITE, OPEN, FileEvent, Overflow
 from onlooker.agent.rules.ignore import Ignore
-from onlooker.agent.sources.reader import pid_set, stop_reader
+from onlooker.agent.sources.reader import IdleWait, pid_set, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ _U32 = struct.Struct("=I")
 _INFO_DFID_NAME = 2
 _DELETED = " (deleted)"
 _GATHER_MS = 20
-# An idle reader still looks every so often, so that `caught_up` keeps up with the clock.
-_IDLE_MS = 100
 _OUTSIDE_TTL = 1.0  # seconds a folder's "outside the project" verdict is trusted unchecked
 _DIR_CACHE_MAX = 100_000
 _libc: ctypes.CDLL | None = None
@@ -196,8 +194,14 @@ class FanotifySource:
         # folder file handle (fsid + handle) -> (path or None, inside, dev, ino, checked)
         self._dirs: dict[bytes, tuple[str | None, bool, int, int, float]] = {}
         self.events_seen = 0  # every event read, kept or not (for benchmarks and status)
-        # Agent clock time before which every event the kernel queued has been passed on.
-        self.caught_up = 0.0
+        self._caught_up = 0.0
+        self._idle = IdleWait()
+
+    @property
+    def caught_up(self) -> float:
+        """Agent clock time before which every event the kernel queued has been passed on."""
+        idle = self._idle.caught_up(self._fd)
+        return self._caught_up if idle is None else max(idle, self._caught_up)
 
     @property
     def mode(self) -> str:
@@ -259,14 +263,18 @@ class FanotifySource:
         wake.register(self._wake_r, select.POLLIN)
         try:
             while not self._stopping:
-                ready = poller.poll(_IDLE_MS)
+                # No timed wake-up: `caught_up` asks whether we are blocked here, with
+                # everything read so far passed on.
+                self._idle.enter()
+                ready = poller.poll()
+                self._idle.leave()
                 if any(fd == self._wake_r for fd, _ in ready):
                     break
                 # Let events gather: one read then serves hundreds, and the kernel
                 # merges an open with its close into one event meanwhile.
                 if ready and wake.poll(_GATHER_MS):
                     break
-                self._drain()  # also when idle: the empty read moves `caught_up` on
+                self._drain()
             self._drain()  # asked to stop: pass on what happened before that
         except Exception:  # a bug here must not end file capture silently
             log.exception("fanotify: reader thread failed")
@@ -283,7 +291,7 @@ class FanotifySource:
             except BlockingIOError:
                 # Everything the kernel queued before `tried` was read by earlier reads
                 # and is on the queue already: runs that ended before it may close.
-                self.caught_up = tried
+                self._caught_up = tried
                 return
             except InterruptedError:
                 return

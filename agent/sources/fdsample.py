@@ -37,6 +37,10 @@ class FdSampler(TickingSource):
         # pid -> (start ticks, the (path, writable) pairs already reported for it).
         self._seen: dict[int, tuple[int, set[tuple[str, bool]]]] = {}
 
+    def idle(self) -> bool:
+        # No run process to sample: sleep until the daemon says a run started.
+        return not _call_watched(self._watched)
+
     def tick(self, now: float) -> None:
         pids = set(_call_watched(self._watched))
         for pid in self._seen.keys() - pids:

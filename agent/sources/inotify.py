@@ -25,7 +25,7 @@ from onlooker.agent import clock
 from onlooker.agent import events as ev
 from onlooker.agent.errors import AgentError
 from onlooker.agent.rules.ignore import IGNORE_FILE, Ignore
-from onlooker.agent.sources.reader import stop_reader
+from onlooker.agent.sources.reader import IdleWait, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ _DRAIN_EVERY = 64  # folders listed between drains: 4 events each, far below any
 _CREDIT_TTL = 30.0  # seconds an unused own-read credit lives
 _GATHER_MS = 5
 _PYCACHE = "/__pycache__"
-# An idle reader still looks every so often, so that `caught_up` keeps up with the clock.
-_IDLE_MS = 100
 _MOVE_WAIT = 0.02  # seconds to wait for the MOVED_TO of a folder's MOVED_FROM
 _SYNTHETIC_COOKIE = 1 << 32  # cookies we make for files in renamed folders; kernel's are u32
 LIMIT_MESSAGE = ("inotify watch limit reached ({n} watches): raise fs.inotify.max_user_watches, "
@@ -86,9 +84,9 @@ class InotifySource:
         self._backlog: deque[tuple[float, float | None, int, int, int, int, str]] = deque()
         self._offset = 0  # bytes read from the inotify fd so far
         self._pending_moves: dict[int, tuple[str, float]] = {}  # cookie -> (old path, deadline)
-        # Agent clock time before which every event the kernel queued has been passed on
-        # (see daemon: a run is closed only once the file sources are past its end).
-        self.caught_up = 0.0
+        self._caught_up = 0.0  # see the property
+        self._idle = IdleWait()
+        self._fd = -1  # the inotify fd, for `caught_up` asked from another thread
         self._empty_at = 0.0  # when a read last found the kernel queue empty
         # path -> [(stream offset when expected, expiry)] for each expected own open
         self._credits: dict[str, list[tuple[int, float]]] = {}
@@ -105,6 +103,13 @@ class InotifySource:
         self.problem: str | None = None  # one sentence for `onlooker status`
 
     # -- public ------------------------------------------------------------
+
+    @property
+    def caught_up(self) -> float:
+        """Agent clock time before which every event the kernel queued has been passed
+        on (see daemon: a run is closed only once the file sources are past its end)."""
+        idle = self._idle.caught_up(self._fd)
+        return self._caught_up if idle is None else max(idle, self._caught_up)
 
     @property
     def watch_count(self) -> int:
@@ -134,6 +139,7 @@ class InotifySource:
                              f"{self.problem or 'it is missing or unreadable'}")
         log.info("inotify: %d folders watched in %.2f s", self.watch_count,
                  time.monotonic() - started)
+        self._fd = self._ino.fileno()
         self._thread = threading.Thread(target=self._run, name="onlooker-inotify", daemon=True)
         self._thread.start()
 
@@ -191,9 +197,10 @@ class InotifySource:
         try:
             while not self._stopping:
                 self._process_backlog()
-                if not self._pending_moves and not self._resync and not self._backlog:
+                clean = not self._pending_moves and not self._resync and not self._backlog
+                if clean:
                     # What was read before the last empty read is handled and passed on.
-                    self.caught_up = self._empty_at
+                    self._caught_up = self._empty_at
                 if self._resync and not self._stopping:
                     readd, self._resync, self._resync_readd = self._resync_readd, False, False
                     self._sync(self._root, emit_new=True, readd=readd)
@@ -202,15 +209,21 @@ class InotifySource:
                     if self._drain():
                         continue
                     self._expire_moves()
-                timeout = _MOVE_WAIT * 1000 if self._pending_moves else _IDLE_MS
-                ready = poller.poll(timeout)
+                if self._pending_moves:
+                    ready = poller.poll(_MOVE_WAIT * 1000)
+                else:
+                    # No timed wake-up: `caught_up` asks whether we are blocked here.
+                    if clean and not self._stopping:
+                        self._idle.enter()
+                    ready = poller.poll()
+                    self._idle.leave()
                 if any(fd == self._wake_r for fd, _ in ready):
                     break
                 # A short gather turns a burst into few big reads instead of one
                 # wake-up per event; the kernel queue holds far more than this.
                 if ready and wake.poll(_GATHER_MS):
                     break
-                self._drain()  # also when idle: the empty read moves `caught_up` on
+                self._drain()
             # Asked to stop: what happened before that is still reported (a run's
             # last closes must reach the catalog).
             self._drain()
@@ -223,6 +236,7 @@ class InotifySource:
             self._close()
 
     def _close(self) -> None:
+        self._fd = -1  # before the close: `caught_up` must not ask a reused number
         if self._ino is not None and not self._ino.closed:
             self._ino.close()
         for fd in (self._wake_r, self._wake_w):

@@ -84,6 +84,7 @@ class TelemetrySampler:
         self.gpu = gpu
         self._runs: dict[int, _Run] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # nudge(): a run may have started
         self._thread: threading.Thread | None = None
         self._cpu = 0.0
         self._slot: float | None = None  # the shared schedule: next sample of established runs
@@ -104,6 +105,7 @@ class TelemetrySampler:
     def stop(self) -> None:
         """Stop the thread; returns within about CHECK_SECONDS."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
@@ -112,14 +114,31 @@ class TelemetrySampler:
         """CPU time the sampler thread has used so far."""
         return self._cpu
 
+    def nudge(self) -> None:
+        """A run started: look now (with none open the thread sleeps until this)."""
+        self._wake.set()
+
+    def _idle(self) -> bool:
+        if self._runs:
+            return False
+        try:
+            return not self.runs()
+        except Exception:
+            return False
+
     def _loop(self) -> None:
-        psutil.cpu_percent(None)  # prime the system-wide figure
         while not self._stop.wait(CHECK_SECONDS):
             try:
                 self.tick(clock.now())
             except Exception:  # a bug here must not end telemetry for the day
                 log.exception("telemetry: sampling failed")
             self._cpu = time.thread_time()
+            if self._idle():
+                # No run to sample: no wake-ups until one starts (cleared before the
+                # second look, so a nudge after it still wakes the wait).
+                self._wake.clear()
+                if self._idle():
+                    self._wake.wait()
 
     # -- one step (tests drive it directly) --------------------------------------
 
@@ -141,6 +160,8 @@ class TelemetrySampler:
             state = self._runs.get(run_id)
             if state is None:
                 # First sight: prime now, first sample a moment later.
+                if not self._runs:
+                    psutil.cpu_percent(None)  # the system figure then covers the run only
                 state = self._runs[run_id] = _Run(due=now + CHECK_SECONDS)
                 self._track(state, pids, now)
                 state.last = self._provisional(state, now)

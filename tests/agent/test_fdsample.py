@@ -70,6 +70,7 @@ def test_writer_is_seen_writable_once(tmp_path, sampler_for):
     src, q = sampler_for(pids)
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(inp)])
     pids.add(proc.pid)
+    src.nudge()  # as the daemon does when a run opens
     events = collect_until(q, lambda e: e.path == str(out))
     seen = next(e for e in events if e.path == str(out))
     assert isinstance(seen, FdSeen) and seen.pid == proc.pid and seen.writable
@@ -91,3 +92,25 @@ def test_unwatched_and_gone_pids_are_harmless(tmp_path, sampler_for):
     src, q = sampler_for({proc.pid, 2**22 + 7})
     wait_ticks(src, 3)
     assert q.empty()
+
+
+def test_with_no_run_it_sleeps_until_nudged(tmp_path, sampler_for):
+    # An idle agent must not wake 10 times a second to sample nobody.
+    pids: set[int] = set()
+    src, q = sampler_for(pids)
+    deadline = time.monotonic() + 5
+    while src.ticks < 1:  # its first look, at start
+        assert time.monotonic() < deadline, "sampler never ticked"
+        time.sleep(0.005)
+    before = src.ticks
+    time.sleep(0.3)  # 15 ticks' worth at 50 Hz
+    assert src.ticks == before
+    (tmp_path / "in.csv").write_text("x\n")
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "m.bin"),
+                             str(tmp_path / "in.csv")])
+    pids.add(proc.pid)
+    src.nudge()
+    try:
+        collect_until(q, lambda e: e.path == str(tmp_path / "m.bin"))
+    finally:
+        proc.wait()

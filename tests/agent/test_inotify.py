@@ -447,3 +447,50 @@ def test_bytecode_written_is_reported_for_a_first_import_and_a_recompile(tmp_pat
         assert any(p.endswith(".pyc") and "/mod." in p for p in again), again
     finally:
         src.stop()
+
+
+def test_caught_up_keeps_up_while_idle_with_no_timed_wake_up(h: Harness, project: Path):
+    # An idle reader blocks with no timeout (each timed wake-up costs CPU on a small VM);
+    # asked, it is caught up with the clock all the same.
+    from onlooker.agent import clock
+
+    h.barrier()
+    wakes = h.src._idle.gen
+    before = clock.now()
+    deadline = time.monotonic() + 5
+    while h.src.caught_up < before:
+        assert time.monotonic() < deadline, "caught_up stayed behind while idle"
+        time.sleep(0.01)
+    time.sleep(0.3)  # three of the old 100 ms looks
+    assert h.src._idle.gen == wakes
+
+
+def test_idle_wait_says_caught_up_only_for_a_blocked_reader_and_an_empty_queue(
+        tmp_path: Path, monkeypatch):
+    from onlooker.agent import clock
+    from onlooker.agent.sources import reader
+
+    ino = inotify_simple.INotify(nonblocking=True)
+    try:
+        ino.add_watch(str(tmp_path), inotify_simple.flags.CLOSE_WRITE)
+        idle = reader.IdleWait()
+        assert idle.caught_up(ino.fileno()) is None  # not blocked: it may be reading
+        idle.enter()
+        before = clock.now()
+        got = idle.caught_up(ino.fileno())
+        assert got is not None and got >= before
+        (tmp_path / "x").write_text("x")  # queued, not read yet: not past it
+        assert idle.caught_up(ino.fileno()) is None
+        idle.leave()
+        ino.read()
+        idle.enter()
+        assert idle.caught_up(ino.fileno()) is not None
+        # the reader woke (and may have read) while the queue was asked about
+        real = reader.queued_bytes
+        monkeypatch.setattr(reader, "queued_bytes", lambda fd: (idle.leave(), real(fd))[1])
+        assert idle.caught_up(ino.fileno()) is None
+        monkeypatch.setattr(reader, "queued_bytes", real)
+        idle.enter()
+        assert idle.caught_up(-1) is None  # closed
+    finally:
+        ino.close()

@@ -184,6 +184,32 @@ def test_stop_is_quick_and_sampler_cost_is_tracked(sampler_factory) -> None:
     assert s.cpu_seconds() > 0
 
 
+def test_with_no_run_it_sleeps_until_nudged(sampler_factory) -> None:
+    # An idle agent must not wake 10 times a second to sample nobody; a nudge (the
+    # daemon's, when a run opens) has the run sampled at once.
+    runs: dict[int, frozenset[int]] = {}
+    calls = []
+
+    def current():
+        calls.append(1)
+        return dict(runs)
+
+    s, q = sampler_factory(interval=0.2, runs=current)
+    s.start()
+    wait_for(lambda: calls)
+    time.sleep(0.5)  # five looks' worth at CHECK_SECONDS
+    assert len(calls) <= 3  # its first look, and the check before it sleeps
+    runs[4] = frozenset([os.getpid()])
+    s.nudge()
+    got: list = []
+    wait_for(lambda: got.extend(drain(q)) or got, timeout=5)
+    assert got[0][0] == 4 and got[0][2]["rss"] > 0
+    stopped = time.monotonic()
+    runs.clear()
+    s.stop()
+    assert time.monotonic() - stopped < 0.5
+
+
 def test_bad_interval() -> None:
     with pytest.raises(ValueError):
         TelemetrySampler(queue.Queue(), interval=0, runs=dict)
