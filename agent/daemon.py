@@ -491,14 +491,18 @@ class Agent:
                 self.assembler.files_caught_up = max(self.assembler.files_caught_up, caught_up)
                 self.assembler.procs_caught_up = procs_caught_up
             self.assembler.tick(clock.now())
+        before = self._watched
         idle = not self._trees
         self._watched = frozenset(self.assembler.watched_pids())
         self._trees = {r.db_id: frozenset(r.members) for r in self.assembler.open_runs()}
-        if idle and self._trees:
+        if (idle and self._trees) or (self._watched and not before):
+            # (Both: a run whose processes are gone may still be open, waiting for the
+            # sources, when the next one starts; the fd sampler slept meanwhile.)
             self._nudge()
 
     def _nudge(self) -> None:
-        """A run is open: the samplers that sleep while none is look now."""
+        """A run is open, or has processes again: the samplers that sleep while there
+        is nothing to sample look now."""
         self.telemetry.nudge()
         for src in self.sources:
             if isinstance(src, FdSampler):
