@@ -213,7 +213,8 @@ class InotifySource:
                     ready = poller.poll(_MOVE_WAIT * 1000)
                 else:
                     # No timed wake-up: `caught_up` asks whether we are blocked here.
-                    if clean and not self._stopping:
+                    # (Looked at again: moves given up on just now leave it clean too.)
+                    if not self._resync and not self._backlog and not self._stopping:
                         self._idle.enter()
                     ready = poller.poll()
                     self._idle.leave()

@@ -494,3 +494,25 @@ def test_idle_wait_says_caught_up_only_for_a_blocked_reader_and_an_empty_queue(
         assert idle.caught_up(-1) is None  # closed
     finally:
         ino.close()
+
+
+def test_caught_up_keeps_up_after_a_move_out_of_the_project(h: Harness, project: Path,
+                                                           tmp_path: Path):
+    # A folder moved out leaves a MOVED_FROM with no MOVED_TO: the reader waits a moment
+    # for the pair, gives up, and must then still answer `caught_up` while it blocks.
+    from onlooker.agent import clock
+
+    (project / "data" / "sub").mkdir()
+    h.barrier()
+    deadline = time.monotonic() + 5
+    while str(project / "data" / "sub") not in h.src._path_wd:
+        assert time.monotonic() < deadline, "the new folder was never watched"
+        time.sleep(0.01)
+    (project / "data" / "sub").rename(tmp_path / "gone")
+    h.barrier()
+    time.sleep(0.1)  # past the reader's wait for the pair (_MOVE_WAIT, 20 ms)
+    before = clock.now()
+    deadline = time.monotonic() + 5
+    while h.src.caught_up < before:
+        assert time.monotonic() < deadline, "caught_up stuck after a move out"
+        time.sleep(0.01)
