@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import array
 import errno
-import fcntl
 import logging
 import os
 import queue
 import select
 import struct
-import termios
 import threading
 import time
 from collections import deque
@@ -25,7 +22,7 @@ from onlooker.agent import clock
 from onlooker.agent import events as ev
 from onlooker.agent.errors import AgentError
 from onlooker.agent.rules.ignore import IGNORE_FILE, Ignore
-from onlooker.agent.sources.reader import IdleWait, stop_reader
+from onlooker.agent.sources.reader import IdleWait, queued_bytes, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +119,7 @@ class InotifySource:
         """
         try:
             self._ino = INotify(nonblocking=True)
+            self._fd = self._ino.fileno()
         except OSError as err:
             hint = (": raise fs.inotify.max_user_instances" if err.errno == errno.EMFILE else "")
             raise WatchError(f"cannot start inotify: {err.strerror}{hint}") from err
@@ -139,7 +137,6 @@ class InotifySource:
                              f"{self.problem or 'it is missing or unreadable'}")
         log.info("inotify: %d folders watched in %.2f s", self.watch_count,
                  time.monotonic() - started)
-        self._fd = self._ino.fileno()
         self._thread = threading.Thread(target=self._run, name="onlooker-inotify", daemon=True)
         self._thread.start()
 
@@ -179,12 +176,7 @@ class InotifySource:
             raise
 
     def _queued_bytes(self) -> int:
-        buf = array.array("i", [0])
-        try:
-            fcntl.ioctl(self._ino.fileno(), termios.FIONREAD, buf)
-        except (OSError, ValueError, AttributeError):
-            return 0
-        return buf[0]
+        return queued_bytes(self._fd) or 0  # (-1 before start and after close)
 
     # -- reader thread -----------------------------------------------------
 
