@@ -324,8 +324,19 @@ class Agent:
         self.hasher.start()
         if self.hasher.bulk_pid is not None:
             self.own_pids.add(self.hasher.bulk_pid)
-        for src in self.sources:
-            src.start()
+        started = []
+        try:
+            for src in self.sources:
+                src.start()
+                started.append(src)
+        except BaseException:
+            # A source that cannot start (the inotify limit, fanotify refused) ends the
+            # agent: what did start goes down with it, the bulk process included, or
+            # an in-process caller (`onlooker watch`, a test) would keep it running.
+            for src in reversed(started):
+                src.stop()
+            self.hasher.stop()
+            raise
         self.telemetry.start()
         scanner = threading.Thread(target=self._scan_loop, name="onlooker-scan", daemon=True)
         scanner.start()

@@ -10,6 +10,7 @@ import onlooker.agent
 from onlooker.agent import daemon, lifecycle
 from onlooker.agent.errors import AgentError
 from onlooker.agent.sources.inotify import InotifySource, WatchError
+from onlooker.agent.workers.bulk import BulkProcess
 
 LIMIT = ("cannot start inotify: Too many open files (raise fs.inotify.max_user_instances,"
          " e.g. sysctl fs.inotify.max_user_instances=512)")
@@ -37,10 +38,21 @@ def test_watch_says_the_inotify_limit_in_one_sentence(tmp_path, invoke, monkeypa
     (project / ".onlooker" / "config.toml").write_text(
         '[capture]\nprocess = "poll"\nfiles = "inotify"\n')
     monkeypatch.setattr(InotifySource, "start", _failing_start)
+    spawned = []
+    real_spawn = BulkProcess.spawn.__func__
+
+    def spawn(cls, **kw):
+        spawned.append(real_spawn(cls, **kw))
+        return spawned[-1]
+
+    monkeypatch.setattr(BulkProcess, "spawn", classmethod(spawn))
     res = invoke("-C", str(project), "watch")
     assert res.exit_code == 1
     assert res.stderr.strip().splitlines()[-1] == f"onlooker: {LIMIT}"
     assert "internal error" not in res.stderr and "Traceback" not in res.stderr
+    # The agent that could not start took its hashing process down with it.
+    (bulk,) = spawned
+    assert bulk._proc.poll() is not None
 
 
 def test_the_background_agent_logs_the_sentence_start_then_says(tmp_path, monkeypatch, caplog):
