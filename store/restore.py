@@ -222,7 +222,8 @@ def _restore_in(catalog: Catalog, plan: list[tuple[str, str, str, int]], run_id:
         entry: dict[str, Any] = {"path": name, "role": role, "hash": want, "size": size,
                                  "target": target}
         out.append(entry)
-        status, reason, mode = _decide(catalog, name, want, target, store_dir, force, entry)
+        status, reason, mode = _decide(catalog, name, want, target, store_dir, force, entry,
+                                       places)
         if status == "restore":
             if dry_run:
                 status = "would_restore"
@@ -234,10 +235,7 @@ def _restore_in(catalog: Catalog, plan: list[tuple[str, str, str, int]], run_id:
                 except _Damaged as err:
                     status, reason = "failed", str(err)
                 except _LinkOnTheWay as err:
-                    status, reason = "refused", (
-                        f"{err} is a symbolic link, which a restore by root into another"
-                        " user's folder never follows (restore as that user, or --to a"
-                        " folder of root's)")
+                    status, reason = "refused", _link_reason(err)
                 except MissingObject as err:
                     status, reason = "failed", str(err)
                 except OSError as err:
@@ -267,17 +265,43 @@ def _restore_in(catalog: Catalog, plan: list[tuple[str, str, str, int]], run_id:
     }
 
 
+def _link_reason(err: _LinkOnTheWay) -> str:
+    return (f"{err} is a symbolic link, which a restore by root into another user's folder"
+            " never follows (restore as that user, or --to a folder of root's)")
+
+
 def _decide(catalog: Catalog, name: str, want: str, target: str, store_dir: str,
-            force: bool, entry: dict[str, Any]) -> tuple[str, str | None, int | None]:
+            force: bool, entry: dict[str, Any], places: _Places
+            ) -> tuple[str, str | None, int | None]:
     """(status, reason, mode to keep) for one file; status "restore" means write it."""
     if target == store_dir or target.startswith(store_dir + os.sep):
         return "failed", "it is in onlooker's own store, which a restore never writes", None
+    folder_fd = None
     try:
-        st = os.lstat(target)
+        # Root looks at what is there the way it would write it: never through a link
+        # of the user's, which could point it at a file the user may not read.
+        folder_fd = places.peek(target)
+        look = (target if folder_fd is None else
+                f"/proc/self/fd/{folder_fd}/{os.path.basename(target)}")
+        st = os.lstat(look)
+    except _LinkOnTheWay as err:
+        return "refused", _link_reason(err), None
     except FileNotFoundError:
         st = None
     except OSError as err:
+        if folder_fd is not None:
+            os.close(folder_fd)
         return "failed", f"cannot look at it: {err.strerror or err}", None
+    try:
+        return _judge(catalog, name, want, look if st is not None else target, st, force,
+                      entry)
+    finally:
+        if folder_fd is not None:
+            os.close(folder_fd)
+
+
+def _judge(catalog: Catalog, name: str, want: str, target: str, st: os.stat_result | None,
+           force: bool, entry: dict[str, Any]) -> tuple[str, str | None, int | None]:
     current = None
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
@@ -380,13 +404,35 @@ class _Places:
         # walked from "/" and who owns each one decides (see _walk)
         return self._walk(os.open("/", _DIR), "/", folder.split(os.sep), None, True)
 
+    def peek(self, target: str) -> int | None:
+        """A descriptor of the folder `target` is in, reached by the rules `folder`
+        writes by but making nothing (the caller closes it), for root, which must not
+        read through a link it would not write through; None: the path is read as it
+        is. Raises FileNotFoundError when a folder on the way is missing, and
+        _LinkOnTheWay as `folder` does."""
+        if not self.root:
+            return None
+        folder = os.path.dirname(target)
+        if not self.inside(target):
+            return self._walk(os.open("/", _DIR), "/", folder.split(os.sep), None, True,
+                              make=False)[0]
+        if not self.foreign:
+            return None
+        if self._fd < 0 and self.to is not None and not os.path.isdir(self.base):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.base)
+        fd = os.dup(self._base_fd())
+        rel = os.path.relpath(folder, self.base)
+        return self._walk(fd, self.base, [] if rel == "." else rel.split(os.sep),
+                          self.owner, True, make=False)[0]
+
     def _walk(self, fd: int, start: str, parts: list[str], owner: Owner | None,
-              strict: bool) -> tuple[int, Owner | None]:
+              strict: bool, make: bool = True) -> tuple[int, Owner | None]:
         """Open `parts` one by one from `fd` (the folder `start`), making those missing.
         Not `strict`: links are followed as any open would. `strict`: none is, except
         while `owner` is None (every folder so far root's), where a link of root's is
         root's own choice (/var/run -> /run) and is resolved here, its target walked by
-        the same rule; the first folder of a user's on the way becomes `owner`."""
+        the same rule; the first folder of a user's on the way becomes `owner`. Not
+        `make`: a missing folder raises FileNotFoundError instead of being made."""
         flags = _DIR | (os.O_NOFOLLOW if strict else 0)
         todo = list(reversed(parts))
         where = [start]  # the path walked so far, as the kernel would resolve it
@@ -406,6 +452,8 @@ class _Places:
                     try:
                         nfd = os.open(part, flags, dir_fd=fd)
                     except FileNotFoundError:
+                        if not make:
+                            raise
                         self._mkdir(part, fd, owner)
                         nfd = os.open(part, flags, dir_fd=fd)
                 except OSError:

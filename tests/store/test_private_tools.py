@@ -225,6 +225,27 @@ def test_root_follows_no_link_in_another_users_tree(project, tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+@root_only
+def test_root_reads_nothing_through_a_link_in_another_users_tree(project, tmp_path):
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    (elsewhere / "same.txt").write_bytes(b"recorded")  # what the run wrote, by chance
+    (elsewhere / "shadow").write_bytes(b"root:secret\n")
+    (elsewhere / "shadow").chmod(0o600)
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {"out/same.txt": b"recorded", "out/shadow": b"x"})
+        (project / "out").symlink_to(elsewhere)
+        for dry_run in (True, False):
+            report = cat.restore(run, dry_run=dry_run)
+            for f in report["files"]:
+                # not "unchanged", nor "content never recorded" with the hash of a
+                # file of root's: what is behind the link is never read
+                assert f["status"] == "refused", f
+                assert f["reason"].startswith(f"{project / 'out'} is a symbolic link"), f
+                assert "current_hash" not in f
+    assert (elsewhere / "shadow").read_bytes() == b"root:secret\n"
+
+
 @pytest.fixture
 def home(tmp_path):
     """A user's folder outside the project, in folders of root's (tmp_path's)."""
@@ -248,12 +269,15 @@ def test_root_follows_no_link_in_a_users_folder_outside_the_project(project, hom
         data.rmdir()
         data.symlink_to(roots)  # what ana can do in her folder
         os.lchown(data, UID, GID)
+        (roots / "cron.txt").write_bytes(b"* * * * * evil\n")  # as if restored already
+        dry = cat.restore(run, dry_run=True)
         report = cat.restore(run)
-    byname = {f["path"]: f for f in report["files"]}
-    assert byname[f"{data}/cron.txt"]["status"] == "refused"
-    assert byname[f"{data}/cron.txt"]["reason"].startswith(
-        f"{data} is a symbolic link, which a restore by root")
-    assert list(roots.iterdir()) == []
+    for got in (dry, report):
+        byname = {f["path"]: f for f in got["files"]}
+        assert byname[f"{data}/cron.txt"]["status"] == "refused"
+        assert byname[f"{data}/cron.txt"]["reason"].startswith(
+            f"{data} is a symbolic link, which a restore by root")
+    assert [p.name for p in roots.iterdir()] == ["cron.txt"]
     assert byname[f"{home}/fine.txt"]["status"] == "restored"
     assert whose(home / "fine.txt") == (UID, GID)
 
