@@ -425,6 +425,7 @@ def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.Pat
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
+            _give_to_folders_owner(fd, out.parent)
             tar = TarWriter(fd)
             text = json.dumps(manifest, ensure_ascii=True, separators=(",", ":")).encode()
             tar.add_bytes(MANIFEST, text, now)
@@ -446,6 +447,26 @@ def export_runs(catalog: Catalog, run_ids: Iterable[int], out_path: str | os.Pat
     return {"path": str(out), "runs": len(ids), "objects": len(objects),
             "bytes": sum(objects.values()), "referenced": referenced, "missing": missing,
             "withheld": withheld, "size": out.stat().st_size}
+
+
+def _give_to_folders_owner(fd: int, folder: Path) -> None:
+    """`sudo onlooker export ... -o /home/ana/runs.tar`: the archive is ana's, as a file
+    a restore makes in her folder is (store/restore.py), not one of root's she can
+    delete but not rewrite. A folder of root's (/tmp) keeps what root makes as made."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(folder)
+    if st.st_uid == 0:
+        return
+    gid = st.st_gid
+    if not st.st_mode & 0o2000:  # setgid: the folder's group, as the kernel would give
+        import pwd
+
+        try:
+            gid = pwd.getpwuid(st.st_uid).pw_gid
+        except KeyError:
+            pass
+    os.fchown(fd, st.st_uid, gid)
 
 
 # ---- import ----------------------------------------------------------------------------

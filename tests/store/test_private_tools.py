@@ -369,6 +369,22 @@ def test_restore_to_a_folder_is_that_folders_owners(project, tmp_path):
     assert whose(roots / "models") == whose(roots / "models/m.bin") == (0, 0)
 
 
+@root_only
+def test_roots_export_into_a_users_folder_is_that_users(project, tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, UID, GID)
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    with Catalog.init(project) as cat:
+        run = _one_run(cat, {"models/m.bin": b"m"})
+        cat.export([run], theirs / "runs.tar")
+        cat.export([run], roots / "runs.tar")
+    assert whose(theirs / "runs.tar") == (UID, GID)
+    assert whose(roots / "runs.tar") == (0, 0)
+    assert sorted(p.name for p in theirs.iterdir()) == ["runs.tar"]  # no temp file left
+
+
 # ---- the kernel side ---------------------------------------------------------------------
 
 
