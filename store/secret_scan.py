@@ -14,11 +14,15 @@ not looked into: models and arrays hold no text to redact.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 
-# Before the text is looked at, a pass over the bytes in C for words every credential
-# the rules know comes with (a secret name, `://`, a bearer, a known format's prefix):
-# most files hold none, and 20,000 small ones must cost little each. Substring searches,
-# not one alternation: Python's re tries every branch at every byte.
+# Before the text is looked at, one pass over the bytes for words every credential the
+# rules know comes with (a secret name, `://`, a bearer, a known format's prefix): most
+# files hold none, and 20,000 small ones must cost little each. One Aho-Corasick pass
+# (ahocorasick_rs, Rust) finds any of them in about 0.25 ms a MiB: leftmost-first
+# matching lets it use its SIMD prefilter (the standard kind, 2-8 ms). A substring
+# search per word was 0.7 ms each, 20 ms a MiB for the 28, and Python's re tries every
+# branch of an alternation at every byte (40-60 ms).
 _WORDS = (b"pass", b"secret", b"token", b"key", b"auth", b"bearer", b"basic", b"cred",
           b"cookie", b"pwd", b"netrc", b"://", b"sk-", b"ghp_", b"gho_", b"ghu_", b"ghs_",
           b"ghr_", b"github_pat_", b"hf_", b"akia", b"asia", b"xox", b"glpat-", b"aiza",
@@ -26,9 +30,16 @@ _WORDS = (b"pass", b"secret", b"token", b"key", b"auth", b"bearer", b"basic", b"
 SCAN_MAX = 64 * 1024 * 1024  # larger files are data, not configs or logs
 
 
+@cache
+def _matcher():
+    import ahocorasick_rs
+
+    return ahocorasick_rs.BytesAhoCorasick(list(_WORDS),
+                                           matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_FIRST)
+
+
 def _triggered(data: bytes) -> bool:
-    low = data.lower()
-    return any(w in low for w in _WORDS)
+    return bool(_matcher().find_matches_as_indexes(data.lower()))
 
 
 def secret_in(data: bytes) -> str | None:
