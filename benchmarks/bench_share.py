@@ -1,5 +1,6 @@
 """Benchmark: `onlooker export` and `onlooker import` against a bare copy of the same
-bytes, on one large model and on many small files.
+bytes, on one large model and on many small files (binary, and text that export's
+credential scan reads).
 
 What is timed, in each repetition, in an order that rotates from one repetition to the
 next (so neither side always runs first, on a cache or a disk the other just warmed):
@@ -222,7 +223,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5,
                     help="repetitions, each timing every step once (default 5)")
     ap.add_argument("--dir", default=None, help="where to work (default: a temp folder)")
-    ap.add_argument("--only", choices=("model", "small"), default=None)
+    ap.add_argument("--only", choices=("model", "small", "text"), default=None,
+                    help="one case: the model, the small binary files, or small text"
+                         " files (CSV rows, every one read by export's credential scan)")
     ap.add_argument("--json", default=None, help="also write every timing to this file")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-share-", dir=args.dir))
@@ -246,10 +249,24 @@ def main() -> None:
                 out.append(p)
             return out
 
+        def text(project: Path) -> list[Path]:
+            out = []
+            for i in range(args.small):
+                d = project / "data" / f"d{i // 1000:03d}"
+                d.mkdir(parents=True, exist_ok=True)
+                p = d / f"f{i:06d}.csv"
+                size = 512 + (i * 37) % 3584  # the sizes of `small`, as text
+                rows = os.urandom(size // 2).hex()
+                p.write_text("\n".join(rows[j:j + 63] + "," for j in range(0, len(rows), 64)))
+                out.append(p)
+            return out
+
         if args.only in (None, "model"):
             results.append(case(f"model {args.model_mb} MiB", root, model, args.repeat))
         if args.only in (None, "small"):
             results.append(case(f"{args.small} small files", root, small, args.repeat))
+        if args.only in (None, "text"):
+            results.append(case(f"{args.small} small text files", root, text, args.repeat))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.json:
